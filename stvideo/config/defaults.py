@@ -1,0 +1,240 @@
+"""Every config key stvideo knows, with its default and a one-line comment.
+
+Key names follow PySlowFast where a key exists there, so configs port with few edits.
+A key that is not declared here is an error (see ``stvideo.config.load``).
+"""
+
+from fvcore.common.config import CfgNode
+
+_C = CfgNode()
+
+# ---------------------------------------------------------------------------- #
+# Misc / run
+# ---------------------------------------------------------------------------- #
+_C.OUTPUT_DIR = "./output"  # where config.yaml, logs, checkpoints and test results go
+_C.RNG_SEED = 0  # seed for python, numpy and torch (per-rank offset added in training)
+_C.NUM_GPUS = 0  # GPUs (processes) per machine; 0 means one CPU process
+_C.NUM_SHARDS = 1  # number of machines (nodes)
+_C.SHARD_ID = 0  # index of this machine among NUM_SHARDS
+_C.DIST_BACKEND = "auto"  # torch.distributed backend: auto (nccl on GPU, gloo on CPU), nccl or gloo
+_C.LOG_PERIOD = 10  # iterations between train_iter lines in json_stats.log
+_C.LOG_MODEL_INFO = True  # log parameter count and GFLOPs of the model at start-up
+_C.DETERMINISTIC = True  # torch.use_deterministic_algorithms(warn_only) and cudnn.deterministic
+
+# ---------------------------------------------------------------------------- #
+# Data
+# ---------------------------------------------------------------------------- #
+_C.DATA = CfgNode()
+_C.DATA.PATH_TO_DATA_DIR = ""  # folder with train/val/test annotation files
+_C.DATA.PATH_PREFIX = ""  # joined onto relative video paths in the annotation files
+_C.DATA.PATH_LABEL_SEPARATOR = ""  # separator in csv lines; "" = detect (space, comma or tab)
+_C.DATA.NUM_FRAMES = 16  # frames per clip fed to the model
+_C.DATA.SAMPLING_RATE = 4  # stride between sampled frames (dense sampling)
+_C.DATA.TARGET_FPS = 30  # dense sampling stride is in frames at this fps (fps-aware)
+_C.DATA.SAMPLING = "dense"  # temporal sampling: dense (Kinetics) or segment (TSN-style, SSv2)
+_C.DATA.TRAIN_JITTER_SCALES = [256, 320]  # short-side jitter range for training
+_C.DATA.TRAIN_JITTER_SCALES_RELATIVE = [0.08, 1.0]  # RandomResizedCrop area range; [] = short-side jitter
+_C.DATA.TRAIN_JITTER_ASPECT_RELATIVE = [0.75, 1.3333]  # RandomResizedCrop aspect-ratio range
+_C.DATA.TRAIN_CROP_SIZE = 224  # training crop size (pixels)
+_C.DATA.TEST_CROP_SIZE = 224  # test crop size; short side is resized to this before crops
+_C.DATA.MEAN = [0.45, 0.45, 0.45]  # per-channel mean for normalisation (0-1 range)
+_C.DATA.STD = [0.225, 0.225, 0.225]  # per-channel std for normalisation
+_C.DATA.RANDOM_FLIP = True  # random horizontal flip in training
+_C.DATA.FLIP_LABEL_MAP = ""  # optional json {label: flipped_label} for label-aware flip (SSv2)
+_C.DATA.INPUT_CHANNEL_NUM = 3  # input channels
+_C.DATA.DECODING_BACKEND = "decord"  # video decoder: decord or pyav
+_C.DATA.DECODE_SHORT_SIDE = 0  # resize on decode to this short side when > 0 (cheaper than after)
+_C.DATA.NUM_CLASSES_FROM_DATA = False  # reserved: MODEL.NUM_CLASSES is authoritative
+_C.DATA.MAX_CONSECUTIVE_FAILURES = 10  # training stops after this many undecodable samples in a row
+_C.DATA.NUM_RETRIES = 10  # other samples tried when one video fails to decode in training
+_C.DATA.SYNTH_GENERATE = True  # generate the synthetic benchmark into PATH_TO_DATA_DIR if it is empty
+
+# ---------------------------------------------------------------------------- #
+# Synthetic benchmark (stvideo.data.synth)
+# ---------------------------------------------------------------------------- #
+_C.SYNTH = CfgNode()
+_C.SYNTH.NUM_TRAIN_PER_CLASS = 60  # training videos per class
+_C.SYNTH.NUM_VAL_PER_CLASS = 10  # validation videos per class
+_C.SYNTH.NUM_TEST_PER_CLASS = 20  # test videos per class
+_C.SYNTH.NUM_FRAMES = 32  # frames per generated video
+_C.SYNTH.SIZE = 48  # frame height and width of generated videos (pixels)
+_C.SYNTH.FPS = 30  # frame rate written into the video files
+_C.SYNTH.CODEC = "h264"  # h264 (mp4) or vp9 (webm)
+_C.SYNTH.SEED = 0  # generator seed: same seed, same videos
+
+# ---------------------------------------------------------------------------- #
+# Data loader
+# ---------------------------------------------------------------------------- #
+_C.DATA_LOADER = CfgNode()
+_C.DATA_LOADER.NUM_WORKERS = 2  # worker processes per loader
+_C.DATA_LOADER.PIN_MEMORY = True  # pin host memory (only used with a GPU)
+_C.DATA_LOADER.DECODE_THREADS = 1  # decoder threads per worker
+
+# ---------------------------------------------------------------------------- #
+# Augmentation
+# ---------------------------------------------------------------------------- #
+_C.AUG = CfgNode()
+_C.AUG.ENABLE = False  # RandAugment + random erasing in training
+_C.AUG.NUM_SAMPLE = 1  # repeated augmentation: decode once, augment this many times
+_C.AUG.AA_TYPE = "rand-m7-n4-mstd0.5-inc1"  # timm RandAugment spec, same ops on every frame of a clip
+_C.AUG.RE_PROB = 0.25  # random erasing probability (same box on every frame)
+
+_C.MIXUP = CfgNode()
+_C.MIXUP.ENABLE = False  # mixup / cutmix on whole clips (timm Mixup)
+_C.MIXUP.ALPHA = 0.8  # mixup beta-distribution alpha
+_C.MIXUP.CUTMIX_ALPHA = 1.0  # cutmix alpha (same box cut in every frame)
+_C.MIXUP.PROB = 1.0  # probability of applying mixup or cutmix to a batch
+_C.MIXUP.SWITCH_PROB = 0.5  # probability of cutmix instead of mixup
+_C.MIXUP.LABEL_SMOOTH_VALUE = 0.1  # label smoothing used inside mixup targets
+
+# ---------------------------------------------------------------------------- #
+# Model
+# ---------------------------------------------------------------------------- #
+_C.MODEL = CfgNode()
+_C.MODEL.ARCH = "vit"  # registry name: vit, stvit, stvit_r, evovit, random_drop, uniform_pool, swin...
+_C.MODEL.SIZE = "tiny"  # width/depth preset: tiny, small, base (overridden by VIT.* when set > 0)
+_C.MODEL.NUM_CLASSES = 400  # number of output classes
+_C.MODEL.DROPOUT_RATE = 0.0  # dropout before the classifier
+_C.MODEL.DROP_PATH_RATE = 0.1  # stochastic depth, linearly increasing over layers
+_C.MODEL.LOSS_FUNC = "soft_cross_entropy"  # cross_entropy or soft_cross_entropy (with mixup)
+_C.MODEL.LABEL_SMOOTHING = 0.1  # label smoothing for the training loss
+_C.MODEL.PRETRAINED = ""  # path to a timm (image) or VideoMAE (video) checkpoint to initialise from
+_C.MODEL.PRETRAINED_INFLATE = "center"  # 2D->3D patch-embedding inflation: center or average
+_C.MODEL.PRETRAINED_FORMAT = "auto"  # auto, timm or videomae
+_C.MODEL.ACT_CHECKPOINT = False  # activation checkpointing of transformer blocks
+
+# Video ViT backbone (stvideo.models.vit)
+_C.VIT = CfgNode()
+_C.VIT.EMBED_DIM = 0  # token width; 0 = from MODEL.SIZE
+_C.VIT.DEPTH = 0  # number of transformer layers; 0 = from MODEL.SIZE
+_C.VIT.NUM_HEADS = 0  # attention heads; 0 = from MODEL.SIZE
+_C.VIT.MLP_RATIO = 4.0  # MLP hidden width / token width
+_C.VIT.PATCH_SIZE = 16  # spatial patch size p of a tube
+_C.VIT.TUBELET_SIZE = 2  # temporal size t of a tube
+_C.VIT.POS_EMBED = "joint"  # learned position embedding: joint (T*H*W table) or separable (T + H*W)
+_C.VIT.CLS_TOKEN = True  # prepend a cls token
+_C.VIT.HEAD_POOL = "mean"  # classifier input: mean (of patch tokens) or cls
+_C.VIT.QKV_BIAS = True  # bias in the qkv projection
+_C.VIT.LAYER_SCALE_INIT = 0.0  # LayerScale init value; 0 disables LayerScale
+_C.VIT.ATTN_DROP = 0.0  # attention dropout
+
+# STViT semantic tokens (stvideo.models.semantic)
+_C.STVIT = CfgNode()
+_C.STVIT.START_LAYER = 4  # index of the first generation layer (layers before run on all tokens)
+_C.STVIT.NUM_SEMANTIC_LAYERS = 6  # semantic-only layers after the two generation layers (per unit)
+_C.STVIT.GRID = [8, 4, 4]  # semantic-token grid (T', H', W') the centres are pooled to
+_C.STVIT.GRID_MODE = "slice"  # slice: per-temporal-slice 2D grids; joint: one 3D grid
+_C.STVIT.POOL = "max"  # centre pooling: max or avg
+_C.STVIT.GLOBAL_CENTERS = True  # learned global centre tensor added to layer-2 queries
+_C.STVIT.LAYER_SCALE_INIT = 1e-5  # LayerScale init in STViT blocks; 0 disables
+_C.STVIT.NUM_UNITS = 1  # STViT-R: number of dumbbell units
+_C.STVIT.RETURN_DENSE = False  # STViT-R: return (B, C, T, H, W) features instead of logits
+
+# Evo-ViT slow-fast token evolution (stvideo.models.evo)
+_C.EVO = CfgNode()
+_C.EVO.START_LAYER = 4  # first layer with token selection
+_C.EVO.KEEP_RATIO = 0.5  # fraction of patch tokens on the slow path
+_C.EVO.EMA_WEIGHT = 0.5  # weight of the new layer's class attention in the moving average
+_C.EVO.LEARNABLE_EMA = False  # learn the moving-average weight (sigmoid of a scalar per layer)
+_C.EVO.FAST_UPDATE = "representative"  # representative (residual of a summary token) or identity
+_C.EVO.STAGE_LAYERS = [4, 8]  # stage-wise selection happens at these layers
+_C.EVO.STAGEWISE_EPOCH = -1  # epoch from which training switches to stage-wise (-1 = never); eval always stage-wise
+_C.EVO.AUX_CLS_WEIGHT = 0.5  # weight of the auxiliary cls-token head loss (mean-pool head gets 1 - w)
+
+# Controls at matched FLOPs (stvideo.models.controls)
+_C.CONTROL = CfgNode()
+_C.CONTROL.START_LAYER = 4  # layer from which tokens are reduced
+_C.CONTROL.KEEP_TOKENS = 0  # tokens kept (random keep-k) / grid cells (uniform pool); 0 = match STVIT.GRID
+
+# Video Swin (stvideo.models.swin)
+_C.SWIN = CfgNode()
+_C.SWIN.EMBED_DIM = 0  # stage-1 width; 0 = from MODEL.SIZE
+_C.SWIN.DEPTHS = []  # blocks per stage; [] = from MODEL.SIZE
+_C.SWIN.NUM_HEADS = []  # heads per stage; [] = from MODEL.SIZE
+_C.SWIN.PATCH_SIZE = [2, 4, 4]  # 3D patch partition (t, h, w)
+_C.SWIN.WINDOW_SIZE = [8, 7, 7]  # 3D attention window (t, h, w)
+_C.SWIN.SEMANTIC_STAGES = []  # stages (0-based) that use STViT-local semantic tokens
+_C.SWIN.SEMANTIC_WINDOW_GRID = [1, 3, 3]  # semantic tokens per window (t, h, w)
+_C.SWIN.RESTORE = False  # STViT-R-local: restore full-resolution tokens at the end of the unit
+
+# ---------------------------------------------------------------------------- #
+# Training
+# ---------------------------------------------------------------------------- #
+_C.TRAIN = CfgNode()
+_C.TRAIN.ENABLE = True  # run training
+_C.TRAIN.DATASET = "kinetics"  # dataset registry name: kinetics, ssv2, synth
+_C.TRAIN.BATCH_SIZE = 64  # global batch size over all processes
+_C.TRAIN.EVAL_PERIOD = 1  # epochs between validations (0 = never)
+_C.TRAIN.CHECKPOINT_PERIOD = 1  # epochs between kept periodic checkpoints (last is always written)
+_C.TRAIN.AUTO_RESUME = True  # resume from OUTPUT_DIR/checkpoints/last.pyth if it exists
+_C.TRAIN.CHECKPOINT_FILE_PATH = ""  # initialise weights from this stvideo checkpoint (no resume of state)
+_C.TRAIN.MIXED_PRECISION = True  # autocast on GPU (bf16 if supported, else fp16 with a GradScaler)
+_C.TRAIN.ITERS_PER_EPOCH = 0  # debug: cap iterations per epoch (0 = full epoch)
+
+# ---------------------------------------------------------------------------- #
+# Testing
+# ---------------------------------------------------------------------------- #
+_C.TEST = CfgNode()
+_C.TEST.ENABLE = True  # run multi-view testing after training
+_C.TEST.DATASET = "kinetics"  # dataset registry name for testing
+_C.TEST.SPLIT = "test"  # annotation split used for testing
+_C.TEST.BATCH_SIZE = 8  # videos per test batch (all views of a video travel together)
+_C.TEST.CHECKPOINT_FILE_PATH = ""  # weights to test; "" = the model just trained (or last checkpoint)
+_C.TEST.NUM_ENSEMBLE_VIEWS = 5  # temporal clips per video
+_C.TEST.NUM_SPATIAL_CROPS = 3  # spatial crops per clip (3 cover the long side)
+_C.TEST.ENSEMBLE_METHOD = "prob_mean"  # view aggregation: prob_mean, logit_mean or max
+_C.TEST.NUM_TEMPORAL_CLIPS = []  # extra view counts (temporal clips) to evaluate in the same run
+
+# ---------------------------------------------------------------------------- #
+# Solver
+# ---------------------------------------------------------------------------- #
+_C.SOLVER = CfgNode()
+_C.SOLVER.OPTIMIZING_METHOD = "adamw"  # timm optimizer name: adamw, sgd, ...
+_C.SOLVER.BASE_LR = 1e-3  # learning rate at the reference batch size (see BASE_LR_SCALE)
+_C.SOLVER.BASE_LR_SCALE = "linear"  # lr scaling with global batch: linear (lr * batch / 256) or none
+_C.SOLVER.MAX_EPOCH = 30  # training epochs
+_C.SOLVER.WARMUP_EPOCHS = 5.0  # linear warm-up length (epochs, fractional allowed)
+_C.SOLVER.WARMUP_START_LR = 1e-6  # learning rate at the start of warm-up
+_C.SOLVER.COSINE_END_LR = 1e-6  # learning rate at the end of the cosine schedule
+_C.SOLVER.WEIGHT_DECAY = 0.05  # decoupled weight decay
+_C.SOLVER.ZERO_WD_1D_PARAM = True  # no weight decay on biases, norms, tokens and position embeddings
+_C.SOLVER.BETAS = [0.9, 0.999]  # AdamW betas
+_C.SOLVER.MOMENTUM = 0.9  # SGD momentum
+_C.SOLVER.CLIP_GRAD_L2NORM = 1.0  # gradient clipping max L2 norm (0 = off)
+
+# ---------------------------------------------------------------------------- #
+# Logging
+# ---------------------------------------------------------------------------- #
+_C.TENSORBOARD = CfgNode()
+_C.TENSORBOARD.ENABLE = False  # also write TensorBoard scalars to OUTPUT_DIR/tb
+
+# ---------------------------------------------------------------------------- #
+# Launch (stvideo.launch; tools/submit.py)
+# ---------------------------------------------------------------------------- #
+_C.LAUNCH = CfgNode()
+_C.LAUNCH.SNAPSHOT_CODE = True  # copy the code into the job folder so later edits do not affect the job
+
+
+# Allowed values of enumerated string keys, checked when a config is loaded.
+CHOICES = {
+    "DIST_BACKEND": ("auto", "nccl", "gloo"),
+    "DATA.SAMPLING": ("dense", "segment"),
+    "DATA.DECODING_BACKEND": ("decord", "pyav"),
+    "SYNTH.CODEC": ("h264", "vp9"),
+    "MODEL.SIZE": ("tiny", "small", "base"),
+    "MODEL.LOSS_FUNC": ("cross_entropy", "soft_cross_entropy"),
+    "MODEL.PRETRAINED_INFLATE": ("center", "average"),
+    "MODEL.PRETRAINED_FORMAT": ("auto", "timm", "videomae"),
+    "VIT.POS_EMBED": ("joint", "separable"),
+    "VIT.HEAD_POOL": ("mean", "cls"),
+    "STVIT.GRID_MODE": ("slice", "joint"),
+    "STVIT.POOL": ("max", "avg"),
+    "EVO.FAST_UPDATE": ("representative", "identity"),
+    "TEST.ENSEMBLE_METHOD": ("prob_mean", "logit_mean", "max"),
+    "SOLVER.BASE_LR_SCALE": ("linear", "none"),
+}
+
+
+def get_cfg() -> CfgNode:
+    """Return a fresh copy of the defaults."""
+    return _C.clone()

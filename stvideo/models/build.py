@@ -1,0 +1,60 @@
+"""Model registry: ``MODEL.ARCH`` names a builder ``fn(cfg) -> nn.Module``.
+
+fvcore's registry keys builders by function name, so a builder is named after its arch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fvcore.common.config import CfgNode
+from fvcore.common.registry import Registry
+from torch import nn
+
+from .vit import SIZES
+
+MODEL_REGISTRY = Registry("MODEL")
+MODEL_REGISTRY.__doc__ = "Video models by MODEL.ARCH; each entry is called with the config."
+
+
+def vit_kwargs(cfg: CfgNode) -> dict[str, Any]:
+    """Constructor arguments of :class:`~stvideo.models.vit.VideoViT` from the config.
+
+    Every ViT-based arch (plain, STViT, Evo-ViT, controls) builds from these, so MODEL.SIZE,
+    VIT.* and the input size mean the same thing for all of them.
+    """
+    dim, depth, heads = SIZES[cfg.MODEL.SIZE]
+    return dict(
+        num_classes=cfg.MODEL.NUM_CLASSES,
+        num_frames=cfg.DATA.NUM_FRAMES,
+        img_size=cfg.DATA.TRAIN_CROP_SIZE,
+        in_chans=cfg.DATA.INPUT_CHANNEL_NUM,
+        patch_size=cfg.VIT.PATCH_SIZE,
+        tubelet_size=min(cfg.VIT.TUBELET_SIZE, cfg.DATA.NUM_FRAMES),
+        embed_dim=cfg.VIT.EMBED_DIM or dim,
+        depth=cfg.VIT.DEPTH or depth,
+        num_heads=cfg.VIT.NUM_HEADS or heads,
+        mlp_ratio=cfg.VIT.MLP_RATIO,
+        qkv_bias=cfg.VIT.QKV_BIAS,
+        drop_rate=cfg.MODEL.DROPOUT_RATE,
+        drop_path_rate=cfg.MODEL.DROP_PATH_RATE,
+        attn_drop_rate=cfg.VIT.ATTN_DROP,
+        layer_scale_init=cfg.VIT.LAYER_SCALE_INIT,
+        pos_embed=cfg.VIT.POS_EMBED,
+        cls_token=cfg.VIT.CLS_TOKEN,
+        head_pool=cfg.VIT.HEAD_POOL,
+    )
+
+
+def build_model(cfg: CfgNode) -> nn.Module:
+    """Build ``cfg.MODEL.ARCH`` and load ``MODEL.PRETRAINED`` weights if given."""
+    name = cfg.MODEL.ARCH
+    if name not in MODEL_REGISTRY:
+        known = ", ".join(sorted(k for k, _ in MODEL_REGISTRY))
+        raise KeyError(f"Unknown MODEL.ARCH {name!r}; registered: {known}")
+    model = MODEL_REGISTRY.get(name)(cfg)
+    if cfg.MODEL.PRETRAINED:
+        from .weights import load_pretrained
+
+        load_pretrained(model, cfg.MODEL.PRETRAINED, cfg)
+    return model
