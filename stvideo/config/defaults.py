@@ -138,7 +138,7 @@ _C.EVO.EMA_WEIGHT = 0.5  # weight of the new layer's class attention in the movi
 _C.EVO.LEARNABLE_EMA = False  # learn the moving-average weight (sigmoid of a scalar per layer)
 _C.EVO.FAST_UPDATE = "representative"  # representative (residual of a summary token) or identity
 _C.EVO.STAGE_LAYERS = [4, 8]  # stage-wise selection happens at these layers
-_C.EVO.STAGEWISE_EPOCH = -1  # epoch from which training switches to stage-wise (-1 = never); eval always stage-wise
+_C.EVO.STAGEWISE_EPOCH = -1  # training switches to stage-wise at this epoch (-1 = never); eval is stage-wise
 _C.EVO.AUX_CLS_WEIGHT = 0.5  # weight of the auxiliary cls-token head loss (mean-pool head gets 1 - w)
 
 # Controls at matched FLOPs (stvideo.models.controls)

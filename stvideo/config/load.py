@@ -86,9 +86,7 @@ def _validate(node: CfgNode, updates: dict, valid: list[str], prefix: str = "") 
             continue
         if key not in node:
             hint = suggest_key(full, valid)
-            raise ConfigError(
-                f"Unknown config key {full}" + (f" (did you mean {hint}?)" if hint else "")
-            )
+            raise ConfigError(f"Unknown config key {full}" + (f" (did you mean {hint}?)" if hint else ""))
         default = node[key]
         if isinstance(default, CfgNode):
             if not isinstance(value, dict):

@@ -212,7 +212,8 @@ class VideoViT(nn.Module):
         if self.pos_embed_type == "joint":
             return self.pos_embed
         t, h, w = self.grid
-        pos = (self.pos_embed_temporal[:, :, None] + self.pos_embed_spatial[:, None]).reshape(1, t * h * w, -1)
+        pos = self.pos_embed_temporal[:, :, None] + self.pos_embed_spatial[:, None]  # 1, T, HW, C
+        pos = pos.reshape(1, t * h * w, -1)
         if self.pos_embed_cls is not None:
             pos = torch.cat([self.pos_embed_cls, pos], dim=1)
         return pos
