@@ -1,0 +1,100 @@
+"""One run in this process: train if TRAIN.ENABLE, then multi-view test if TEST.ENABLE.
+
+Entry point for ``tools/run_net.py`` and for each task of a submitit/SLURM job
+(``stvideo.launch``): ranks come from the environment (see ``distributed.init_distributed``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from fvcore.common.config import CfgNode
+from torch.nn.parallel import DistributedDataParallel
+
+from stvideo.models import build_model
+from stvideo.utils.logging import JsonStats, setup_logging
+
+from . import checkpoint as ckpt
+from .distributed import barrier, get_rank, get_world_size, init_distributed, is_dist, is_main_process
+from .evaluator import test_views
+from .trainer import Trainer, autocast_dtype
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def write_config(cfg: CfgNode) -> None:
+    """Rank 0 writes the resolved config to OUTPUT_DIR/config.yaml."""
+    if is_main_process():
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+            f.write(cfg.dump())
+
+
+def _tensorboard(cfg: CfgNode) -> Any:
+    if not (cfg.TENSORBOARD.ENABLE and is_main_process()):
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(os.path.join(cfg.OUTPUT_DIR, "tb"))
+
+
+def run(cfg: CfgNode) -> dict[str, Any]:
+    """Train and/or test as configured; return {"train": ..., "test": ...} stats."""
+    device = init_distributed(cfg)
+    write_config(cfg)
+    setup_logging(cfg.OUTPUT_DIR)
+    logger.info("Rank %d/%d on %s; output in %s", get_rank(), get_world_size(), device, cfg.OUTPUT_DIR)
+    if cfg.DETERMINISTIC:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
+    seed_everything(cfg.RNG_SEED)
+    model = build_model(cfg).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("Model %s: %.2fM parameters", cfg.MODEL.ARCH, n_params / 1e6)
+    # Model-side randomness (drop path, dropout) differs per rank, as in any DDP run.
+    seed_everything(cfg.RNG_SEED + get_rank())
+    if is_dist():
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    stats = JsonStats(cfg.OUTPUT_DIR)
+    stats.write(
+        {"_type": "run_info", "arch": cfg.MODEL.ARCH, "params": n_params, "world_size": get_world_size()}
+    )
+    result: dict[str, Any] = {}
+    tb = _tensorboard(cfg)
+    try:
+        if cfg.TRAIN.ENABLE:
+            result["train"] = Trainer(cfg, model, device, stats, tb).train()
+        if cfg.TEST.ENABLE:
+            if cfg.TEST.CHECKPOINT_FILE_PATH:
+                ckpt.load_model_weights(model, cfg.TEST.CHECKPOINT_FILE_PATH)
+            elif not cfg.TRAIN.ENABLE and ckpt.find_last(cfg.OUTPUT_DIR):
+                ckpt.load_model_weights(model, ckpt.find_last(cfg.OUTPUT_DIR))
+            test = test_views(cfg, ckpt.unwrap(model), device, autocast_dtype(cfg, device))
+            stats.write(
+                {"_type": "test_final", **{k: test[k] for k in ("top1", "top5", "num_videos", "num_views")}}
+            )
+            result["test"] = test
+            if is_main_process():
+                print(
+                    f"[stvideo] test top-1 {test['top1']:.2f}  top-5 {test['top5']:.2f}  "
+                    f"({test['num_videos']} videos x {test['num_views']} views, "
+                    f"{test['num_skipped']} skipped)",
+                    flush=True,
+                )
+    finally:
+        if tb is not None:
+            tb.close()
+        barrier()
+    return result

@@ -1,0 +1,157 @@
+"""End-to-end runs of tools/run_net.py on a tiny synthetic dataset of real encoded videos."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from stvideo.config import load_config
+from stvideo.engine import checkpoint as ckpt
+from stvideo.engine.trainer import NonFiniteLossError, Trainer
+from stvideo.models import build_model
+from stvideo.utils.logging import JsonStats
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_NET = str(REPO / "tools/run_net.py")
+SYNTH_CFG = str(REPO / "configs/synth/vit_t.yaml")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _cmd(opts: list[str]) -> list[str]:
+    return [sys.executable, RUN_NET, "--cfg", SYNTH_CFG, *opts]
+
+
+def _run(opts: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(_cmd(opts), capture_output=True, text=True, timeout=timeout, env=ENV, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def _stats(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "json_stats.log").read_text().splitlines()]
+
+
+def test_train_then_test_writes_every_output(tmp_path, tiny_synth_opts):
+    out = tmp_path / "run"
+    proc = _run([*tiny_synth_opts, "OUTPUT_DIR", str(out)])
+    assert "test top-1" in proc.stdout
+
+    saved = load_config(str(out / "config.yaml"))
+    assert saved.VIT.DEPTH == 2 and saved.OUTPUT_DIR == str(out)
+    assert "Model vit" in (out / "stdout.log").read_text()
+
+    stats = _stats(out)
+    assert {"train_iter", "train_epoch", "val", "test_final"} <= {s["_type"] for s in stats}
+    epochs = [s for s in stats if s["_type"] == "train_epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    for key in ("loss", "top1", "lr", "time_s", "mem_mb", "skipped_videos"):
+        assert key in epochs[0], key
+    assert [s["epoch"] for s in stats if s["_type"] == "val"] == [1, 2]
+
+    names = sorted(os.listdir(out / "checkpoints"))
+    assert names == ["checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002.pyth", "last.pyth"]
+    last = ckpt.load(str(out / "checkpoints/last.pyth"))
+    assert last["epoch"] == 2
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "cfg"} <= set(last)
+
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert metrics["num_videos"] == 10 and metrics["num_views"] == 6
+    assert metrics["skipped_videos"] == [] and metrics["num_skipped"] == 0
+    final = [s for s in stats if s["_type"] == "test_final"][-1]
+    assert final["top1"] == pytest.approx(metrics["top1"], abs=1e-4)
+    assert set(metrics["by_ensemble_method"]) == {"prob_mean", "logit_mean", "max"}
+
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 10 and len({p["video_id"] for p in preds}) == 10
+    for p in preds:
+        assert len(p["top5_classes"]) == 5
+        assert p["top5_scores"] == sorted(p["top5_scores"], reverse=True)
+        assert 0.0 < sum(p["top5_scores"]) <= 1.0 + 1e-6  # mean of softmax
+    top1 = 100.0 * sum(p["top5_classes"][0] == p["label"] for p in preds) / len(preds)
+    assert top1 == pytest.approx(metrics["top1"])
+
+
+def test_killed_run_resumes_to_identical_weights(tmp_path, tiny_synth_opts):
+    """SIGKILL after epoch 1, AUTO_RESUME, compare with an uninterrupted run: bitwise equal."""
+    opts = [*tiny_synth_opts, "SOLVER.MAX_EPOCH", "3", "TEST.ENABLE", "False"]
+    full = tmp_path / "full"
+    _run([*opts, "OUTPUT_DIR", str(full)])
+
+    killed = tmp_path / "killed"
+    # One loader worker here vs none above: augmentation must not depend on the worker layout.
+    resumed_opts = [*opts, "OUTPUT_DIR", str(killed), "DATA_LOADER.NUM_WORKERS", "1"]
+    proc = subprocess.Popen(
+        _cmd(resumed_opts), env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    first = killed / "checkpoints" / ckpt.periodic_name(1)
+    deadline = time.time() + 300
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert proc.returncode == -9, "the run finished before it could be killed"
+    assert not (killed / "checkpoints" / ckpt.periodic_name(3)).exists()
+
+    resumed = _run(resumed_opts)
+    assert "Resumed from" in resumed.stdout
+    a = ckpt.load(str(full / "checkpoints/last.pyth"))
+    b = ckpt.load(str(killed / "checkpoints/last.pyth"))
+    assert a["epoch"] == b["epoch"] == 3
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"])
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, tiny_synth_opts):
+    out = tmp_path / "nan"
+    cfg = load_config(SYNTH_CFG, [*tiny_synth_opts, "OUTPUT_DIR", str(out), "TRAIN.EVAL_PERIOD", "0"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    epoch_now = {"epoch": 0}
+    model.set_epoch = lambda e: epoch_now.update(epoch=e)  # the trainer calls this every epoch
+    # From the second epoch on the head emits NaN, as a diverging run would.
+    model.head.register_forward_hook(lambda m, i, o: o * float("nan") if epoch_now["epoch"] >= 1 else o)
+    os.makedirs(out)
+    trainer = Trainer(cfg, model, torch.device("cpu"), JsonStats(str(out)))
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, iteration 1;.*last\.pyth"):
+        trainer.train()
+    good = ckpt.load(str(out / "checkpoints/last.pyth"))
+    assert good["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in good["model"].values())
+    assert not (out / "checkpoints" / ckpt.periodic_name(2)).exists()
+
+
+def test_ddp_two_processes_match_single_process(tmp_path, tiny_synth_opts):
+    """torchrun with 2 gloo ranks x 4 clips == 1 process x 8 clips; test views are not double counted."""
+    opts = [*tiny_synth_opts, "MODEL.DROP_PATH_RATE", "0.0", "SOLVER.MAX_EPOCH", "1"]
+    single = tmp_path / "single"
+    _run([*opts, "OUTPUT_DIR", str(single)])
+    ddp = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(
+        cmd + _cmd([*opts, "OUTPUT_DIR", str(ddp)])[1:],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    a = ckpt.load(str(single / "checkpoints/last.pyth"))["model"]
+    b = ckpt.load(str(ddp / "checkpoints/last.pyth"))["model"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+    ma = json.loads((single / "test_metrics.json").read_text())
+    mb = json.loads((ddp / "test_metrics.json").read_text())
+    assert mb["num_videos"] == ma["num_videos"] == 10
+    pa = [json.loads(x)["top5_classes"] for x in (single / "predictions.jsonl").read_text().splitlines()]
+    pb = [json.loads(x)["top5_classes"] for x in (ddp / "predictions.jsonl").read_text().splitlines()]
+    assert pa == pb
