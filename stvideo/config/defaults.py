@@ -31,7 +31,8 @@ _C.DATA.PATH_LABEL_SEPARATOR = ""  # separator in csv lines; "" = detect (space,
 _C.DATA.NUM_FRAMES = 16  # frames per clip fed to the model
 _C.DATA.SAMPLING_RATE = 4  # stride between sampled frames (dense sampling)
 _C.DATA.TARGET_FPS = 30  # dense sampling stride is in frames at this fps (fps-aware)
-_C.DATA.SAMPLING = "dense"  # temporal sampling: dense (Kinetics) or segment (TSN-style, SSv2)
+_C.DATA.SAMPLING = "auto"  # temporal sampling: dense, segment (TSN-style) or auto (dense Kinetics, segment SSv2)
+_C.DATA.OUT_OF_BOUND = "loop"  # dense clips longer than the video: loop or repeat_last frame
 _C.DATA.TRAIN_JITTER_SCALES = [256, 320]  # short-side jitter range for training
 _C.DATA.TRAIN_JITTER_SCALES_RELATIVE = [0.08, 1.0]  # RandomResizedCrop area range; [] = short-side jitter
 _C.DATA.TRAIN_JITTER_ASPECT_RELATIVE = [0.75, 1.3333]  # RandomResizedCrop aspect-ratio range
@@ -43,7 +44,8 @@ _C.DATA.RANDOM_FLIP = True  # random horizontal flip in training
 _C.DATA.FLIP_LABEL_MAP = ""  # optional json {label: flipped_label} for label-aware flip (SSv2)
 _C.DATA.INPUT_CHANNEL_NUM = 3  # input channels
 _C.DATA.DECODING_BACKEND = "decord"  # video decoder: decord or pyav
-_C.DATA.DECODE_SHORT_SIDE = 0  # resize on decode to this short side when > 0 (cheaper than after)
+_C.DATA.DECODE_SHORT_SIDE = 0  # train: resize on decode to this short side when > 0 (val/test: TEST_CROP_SIZE)
+_C.DATA.VIDEO_EXT = ".webm"  # SSv2: file extension appended to video ids
 _C.DATA.NUM_CLASSES_FROM_DATA = False  # reserved: MODEL.NUM_CLASSES is authoritative
 _C.DATA.MAX_CONSECUTIVE_FAILURES = 10  # training stops after this many undecodable samples in a row
 _C.DATA.NUM_RETRIES = 10  # other samples tried when one video fails to decode in training
@@ -57,10 +59,11 @@ _C.SYNTH.NUM_TRAIN_PER_CLASS = 60  # training videos per class
 _C.SYNTH.NUM_VAL_PER_CLASS = 10  # validation videos per class
 _C.SYNTH.NUM_TEST_PER_CLASS = 20  # test videos per class
 _C.SYNTH.NUM_FRAMES = 32  # frames per generated video
-_C.SYNTH.SIZE = 48  # frame height and width of generated videos (pixels)
+_C.SYNTH.SIZE = 64  # frame height and width of generated videos (pixels; even; not 16, 24, 48, 72: decord bug)
 _C.SYNTH.FPS = 30  # frame rate written into the video files
 _C.SYNTH.CODEC = "h264"  # h264 (mp4) or vp9 (webm)
 _C.SYNTH.SEED = 0  # generator seed: same seed, same videos
+_C.SYNTH.SSV2 = False  # also write an SSv2-style copy (json annotations, VP9 webm) under ssv2/
 
 # ---------------------------------------------------------------------------- #
 # Data loader
@@ -96,8 +99,7 @@ _C.MODEL.SIZE = "tiny"  # width/depth preset: tiny, small, base (overridden by V
 _C.MODEL.NUM_CLASSES = 400  # number of output classes
 _C.MODEL.DROPOUT_RATE = 0.0  # dropout before the classifier
 _C.MODEL.DROP_PATH_RATE = 0.1  # stochastic depth, linearly increasing over layers
-_C.MODEL.LOSS_FUNC = "soft_cross_entropy"  # cross_entropy or soft_cross_entropy (with mixup)
-_C.MODEL.LABEL_SMOOTHING = 0.1  # label smoothing for the training loss
+_C.MODEL.LABEL_SMOOTHING = 0.1  # cross-entropy label smoothing (with mixup: MIXUP.LABEL_SMOOTH_VALUE)
 _C.MODEL.PRETRAINED = ""  # path to a timm (image) or VideoMAE (video) checkpoint to initialise from
 _C.MODEL.PRETRAINED_INFLATE = "center"  # 2D->3D patch-embedding inflation: center or average
 _C.MODEL.PRETRAINED_FORMAT = "auto"  # auto, timm or videomae
@@ -144,7 +146,7 @@ _C.EVO.AUX_CLS_WEIGHT = 0.5  # weight of the auxiliary cls-token head loss (mean
 # Controls at matched FLOPs (stvideo.models.controls)
 _C.CONTROL = CfgNode()
 _C.CONTROL.START_LAYER = 4  # layer from which tokens are reduced
-_C.CONTROL.KEEP_TOKENS = 0  # tokens kept (random keep-k) / grid cells (uniform pool); 0 = match STVIT.GRID
+_C.CONTROL.KEEP_TOKENS = 0  # random_drop: patch tokens kept; 0 = prod(STVIT.GRID) (uniform_pool: STVIT.GRID)
 
 # Video Swin (stvideo.models.swin)
 _C.SWIN = CfgNode()
@@ -152,9 +154,13 @@ _C.SWIN.EMBED_DIM = 0  # stage-1 width; 0 = from MODEL.SIZE
 _C.SWIN.DEPTHS = []  # blocks per stage; [] = from MODEL.SIZE
 _C.SWIN.NUM_HEADS = []  # heads per stage; [] = from MODEL.SIZE
 _C.SWIN.PATCH_SIZE = [2, 4, 4]  # 3D patch partition (t, h, w)
-_C.SWIN.WINDOW_SIZE = [8, 7, 7]  # 3D attention window (t, h, w)
-_C.SWIN.SEMANTIC_STAGES = []  # stages (0-based) that use STViT-local semantic tokens
-_C.SWIN.SEMANTIC_WINDOW_GRID = [1, 3, 3]  # semantic tokens per window (t, h, w)
+_C.SWIN.WINDOW_SIZE = [8, 7, 7]  # 3D attention window (t, h, w), clamped to the feature size
+_C.SWIN.MLP_RATIO = 4.0  # MLP hidden width / token width
+_C.SWIN.QKV_BIAS = True  # bias in the qkv projection
+_C.SWIN.ATTN_DROP = 0.0  # attention dropout
+_C.SWIN.SEMANTIC_STAGES = [2]  # stvit_swin: stages (0-based) that use STViT-local semantic tokens
+_C.SWIN.SEMANTIC_WINDOW_GRID = [1, 3, 3]  # semantic tokens per window (t, h, w), clamped to the window
+_C.SWIN.SEMANTIC_CONTEXT = [8, 10, 10]  # image-token neighbourhood (t, h, w) a window's tokens attend to
 _C.SWIN.RESTORE = False  # STViT-R-local: restore full-resolution tokens at the end of the unit
 
 # ---------------------------------------------------------------------------- #
@@ -213,16 +219,26 @@ _C.TENSORBOARD.ENABLE = False  # also write TensorBoard scalars to OUTPUT_DIR/tb
 # ---------------------------------------------------------------------------- #
 _C.LAUNCH = CfgNode()
 _C.LAUNCH.SNAPSHOT_CODE = True  # copy the code into the job folder so later edits do not affect the job
+_C.LAUNCH.PARTITION = ""  # SLURM partition (--partition); "" = the cluster's default partition
+_C.LAUNCH.TIMEOUT_MIN = 4320  # job time limit in minutes (--timeout); the job requeues itself when it is hit
+_C.LAUNCH.MEM_GB = 0  # memory per node in GB (--mem); 0 = the cluster's default
+_C.LAUNCH.CPUS_PER_TASK = 0  # CPU cores per task (one task per GPU); 0 = DATA_LOADER.NUM_WORKERS + 1
+_C.LAUNCH.CONSTRAINT = ""  # SLURM node feature constraint (--constraint), e.g. "volta32gb"
+_C.LAUNCH.ACCOUNT = ""  # SLURM account to charge (--account)
+_C.LAUNCH.QOS = ""  # SLURM quality of service (--qos)
+_C.LAUNCH.SIGNAL_DELAY_S = 120  # SLURM signals the job this long before the time limit (checkpoint + requeue)
+_C.LAUNCH.MAX_NUM_TIMEOUT = 30  # requeues allowed after hitting the time limit (preemptions do not count)
+_C.LAUNCH.JOB_DIR = ""  # submitit folder (job scripts, logs, code snapshot); "" = OUTPUT_DIR/submitit
 
 
 # Allowed values of enumerated string keys, checked when a config is loaded.
 CHOICES = {
     "DIST_BACKEND": ("auto", "nccl", "gloo"),
-    "DATA.SAMPLING": ("dense", "segment"),
+    "DATA.SAMPLING": ("auto", "dense", "segment"),
+    "DATA.OUT_OF_BOUND": ("loop", "repeat_last"),
     "DATA.DECODING_BACKEND": ("decord", "pyav"),
     "SYNTH.CODEC": ("h264", "vp9"),
     "MODEL.SIZE": ("tiny", "small", "base"),
-    "MODEL.LOSS_FUNC": ("cross_entropy", "soft_cross_entropy"),
     "MODEL.PRETRAINED_INFLATE": ("center", "average"),
     "MODEL.PRETRAINED_FORMAT": ("auto", "timm", "videomae"),
     "VIT.POS_EMBED": ("joint", "separable"),

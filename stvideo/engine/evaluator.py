@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from fvcore.common.config import CfgNode
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from stvideo.data import build_loader
 
@@ -54,7 +55,7 @@ def collect_view_logits(
     model.eval()
     records: dict[int, dict[str, Any]] = {}
     skipped: list[dict[str, Any]] = []
-    for batch in loader:
+    for batch in tqdm(loader, desc="test", disable=not is_main_process(), leave=False, mininterval=2.0):
         skipped += batch.get("skipped", [])
         video = batch["video"]
         if video.shape[0] == 0:

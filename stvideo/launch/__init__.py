@@ -1,0 +1,1 @@
+"""Launching stvideo jobs on clusters: SLURM through submitit (``stvideo.launch.submitit``)."""

@@ -1,6 +1,13 @@
 """Video models. Importing this package registers every architecture in MODEL_REGISTRY."""
 
-from . import vit_arch  # noqa: F401  (registers "vit")
+from . import (
+    controls,  # noqa: F401  (registers "random_drop", "uniform_pool")
+    evo,  # noqa: F401  (registers "evovit")
+    semantic,  # noqa: F401  (registers "stvit", "stvit_r")
+    stvit_swin,  # noqa: F401  (registers "stvit_swin")
+    swin,  # noqa: F401  (registers "swin")
+    vit_arch,  # noqa: F401  (registers "vit")
+)
 from .build import MODEL_REGISTRY, build_model, vit_kwargs
 from .vit import VideoViT
 

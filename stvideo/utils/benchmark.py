@@ -216,9 +216,12 @@ def _step(model: nn.Module, x: Tensor, target: Tensor, opt: torch.optim.Optimize
     opt.step()
 
 
-def _memory_worker(cfg_yaml: str, input_shape: tuple[int, ...], train: bool, device: str, queue: Any) -> None:
+def _memory_worker(
+    cfg_yaml: str, input_shape: tuple[int, ...], train: bool, device: str, threads: int, queue: Any
+) -> None:
     """Child process body of :func:`measure_memory`: build, warm up, reset the peak, measure."""
     try:
+        torch.set_num_threads(threads)  # as in the parent: thread-local buffers are part of the peak
         from stvideo.config import get_cfg
         from stvideo.models import build_model
 
@@ -284,7 +287,8 @@ def measure_memory(
     dev = resolve_device(device)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_memory_worker, args=(cfg.dump(), tuple(input_shape), train, str(dev), queue))
+    args = (cfg.dump(), tuple(input_shape), train, str(dev), torch.get_num_threads(), queue)
+    proc = ctx.Process(target=_memory_worker, args=args)
     proc.start()
     try:
         result = queue.get(timeout=timeout)

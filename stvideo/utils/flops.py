@@ -126,7 +126,7 @@ class VideoFlopCountAnalysis(FlopCountAnalysis):
         def handle(inputs: list[Any], outputs: list[Any]) -> int:
             self.zero_cost_calls[op] += 1
             shape = get_shape(outputs[0]) if outputs else None
-            self.zero_cost_elements[op] += prod(shape) if shape else 0
+            self.zero_cost_elements[op] += 0 if shape is None else prod(shape)  # prod([]) = 1: a scalar
             return 0
 
         return handle
@@ -206,11 +206,11 @@ def count_flops(model: nn.Module, inputs: Tensor | tuple[Tensor, ...]) -> FlopRe
     for name in _layer_modules(model):
         row = LayerRow(name, by_module.get(name, 0))
         for attn_name, calls in recorder.attn.items():
-            if attn_name.startswith(name + "."):
+            if attn_name == name or attn_name.startswith(name + "."):
                 row.query_tokens += [q for q, _ in calls]
                 row.key_tokens += [k for _, k in calls]
         for mlp_name, calls in recorder.mlp.items():
-            if mlp_name.startswith(name + "."):
+            if mlp_name == name or mlp_name.startswith(name + "."):
                 row.mlp_tokens += calls
         if row.flops or row.query_tokens or row.mlp_tokens:  # skip dropout / identity rows
             layers.append(row)

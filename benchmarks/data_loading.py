@@ -1,0 +1,158 @@
+#!/usr/bin/env python
+"""Data-loading benchmark: clips/s of one worker for the K400 and SSv2 pipelines vs raw decoding.
+
+For each pipeline (K400 dense 16x4 / SSv2 segment 16, train and test, 224 crops) this times the
+dataset's ``__getitem__`` in one process (= one DataLoader worker) and, on the same videos, the raw
+decode of exactly the same frame indices with decord at full resolution and no transforms. The
+ratio pipeline / raw is the share of decode throughput the full pipeline keeps (target >= 70 %).
+
+Without ``--k400``/``--ssv2`` it generates stand-in videos: K400-like 340x256 H.264 10 s at 30 fps
+(x264 defaults: GOP 250, B-frames) and SSv2-like 427x240 VP9 webm, 4 s at 12 fps. Real data:
+pass a Kinetics folder (``train.csv``) or an SSv2 folder (official json + videos).
+
+    nice python benchmarks/data_loading.py --videos 8 --repeats 2 --out bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av  # noqa: F401  (before decord: decord's bundled FFmpeg otherwise breaks PyAV's VP9 encoder)
+import decord
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from stvideo.config.defaults import get_cfg  # noqa: E402
+from stvideo.data.kinetics import Kinetics  # noqa: E402
+from stvideo.data.ssv2 import SSv2  # noqa: E402
+from stvideo.data.video_dataset import VideoDataset, sample_seed  # noqa: E402
+from tests import videos as V  # noqa: E402
+
+
+def make_k400(root: Path, n: int) -> None:
+    """``n`` K400-like videos (340x256, 300 frames, 30 fps, x264 GOP 250 with B-frames) + csv lists."""
+    lines = []
+    for i in range(n):
+        frames = V.textured_frames(300, 256, 340, seed=i)
+        V.write_video(root / f"k{i}.mp4", frames, fps=30, gop=250, options={"crf": "23", "bf": "3"})
+        lines.append(f"k{i}.mp4 {i % 4}")
+    for split in ("train", "test"):
+        (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
+
+
+def make_ssv2(root: Path, n: int) -> None:
+    """``n`` SSv2-like videos (427x240 VP9 webm, 48 frames at 12 fps) + official-format json files."""
+    templates = {f"Doing thing {c} to something": str(c) for c in range(4)}
+    entries = []
+    for i in range(n):
+        frames = V.textured_frames(48, 240, 427, seed=100 + i)
+        V.write_video(root / f"{i}.webm", frames, fps=12, codec="vp9", gop=120, options={"crf": "32"})
+        entries.append({"id": str(i), "label": "x", "template": f"Doing thing {i % 4} to [something]"})
+    (root / "something-something-v2-labels.json").write_text(json.dumps(templates))
+    for split in ("train", "validation"):
+        (root / f"something-something-v2-{split}.json").write_text(json.dumps(entries))
+
+
+def bench_cfg(root: Path, dataset: str, aug: bool):
+    """16 x 224 config of the benchmark (K400: dense 16x4; SSv2: segment 16), 5x3 / 2x3 test views."""
+    cfg = get_cfg()
+    cfg.DATA.PATH_TO_DATA_DIR = str(root)
+    cfg.DATA.NUM_FRAMES = 16
+    cfg.DATA.SAMPLING_RATE = 4
+    cfg.DATA.TRAIN_CROP_SIZE = 224
+    cfg.DATA.TEST_CROP_SIZE = 224
+    cfg.AUG.ENABLE = aug
+    cfg.TEST.NUM_ENSEMBLE_VIEWS = 5 if dataset == "k400" else 2
+    cfg.TEST.NUM_SPATIAL_CROPS = 3
+    return cfg
+
+
+def raw_indices(ds: VideoDataset, index: int, vr: decord.VideoReader) -> np.ndarray:
+    """The frame indices ``ds[index]`` decodes (same seed arithmetic as the dataset)."""
+    n, fps = len(vr), float(vr.get_avg_fps())
+    if ds.mode == "train":
+        rng = np.random.default_rng(sample_seed(ds.cfg.RNG_SEED, ds.epoch, index, 0))
+        return ds.train_frame_indices(n, fps, rng)
+    return ds.test_frame_indices(n, fps, ds.num_temporal_views).reshape(-1)
+
+
+def time_items(ds: VideoDataset, repeats: int) -> float:
+    """Seconds per item of the full pipeline (decode + sample + transform)."""
+    ds[0]  # warm-up (imports, allocator)
+    start = time.perf_counter()
+    for r in range(repeats):
+        ds.set_epoch(r)
+        for i in range(len(ds)):
+            ds[i]
+    return (time.perf_counter() - start) / (repeats * len(ds))
+
+
+def time_raw(ds: VideoDataset, repeats: int) -> float:
+    """Seconds per item of decord decoding the same frames, full size, nothing else."""
+    start = time.perf_counter()
+    for r in range(repeats):
+        ds.set_epoch(r)
+        for i in range(len(ds)):
+            vr = decord.VideoReader(ds.samples[i].path, ctx=decord.cpu(0), num_threads=1)
+            vr.get_batch(np.unique(raw_indices(ds, i, vr)).tolist()).asnumpy()
+            del vr
+    return (time.perf_counter() - start) / (repeats * len(ds))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run all pipelines and print (and optionally save) the table."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--k400", default="", help="Kinetics folder with train.csv/test.csv (default: generate)")
+    p.add_argument("--ssv2", default="", help="SSv2 folder with the official json files (default: generate)")
+    p.add_argument("--videos", type=int, default=8, help="videos to generate per dataset")
+    p.add_argument("--repeats", type=int, default=2, help="passes over the videos")
+    p.add_argument("--out", default="", help="also write the results as json here")
+    args = p.parse_args(argv)
+
+    tmp = tempfile.TemporaryDirectory()
+    roots = {}
+    for name, given, make in (("k400", args.k400, make_k400), ("ssv2", args.ssv2, make_ssv2)):
+        if given:
+            roots[name] = Path(given)
+        else:
+            roots[name] = Path(tmp.name) / name
+            roots[name].mkdir()
+            t = time.perf_counter()
+            make(roots[name], args.videos)
+            print(f"generated {args.videos} {name} videos in {time.perf_counter() - t:.1f} s", flush=True)
+
+    rows = []
+    for name, cls in (("k400", Kinetics), ("ssv2", SSv2)):
+        for mode, aug in (("train", False), ("train", True), ("test", False)):
+            cfg = bench_cfg(roots[name], name, aug)
+            ds = cls(cfg, mode, "test" if mode == "test" else "train")
+            clips_per_item = ds.num_views if mode == "test" else 1
+            pipe = time_items(ds, args.repeats)
+            raw = time_raw(ds, args.repeats)
+            row = {
+                "pipeline": f"{name} {mode}" + (" +RandAug+erase" if aug else ""),
+                "clips_per_item": clips_per_item,
+                "pipeline_clips_per_s": clips_per_item / pipe,
+                "raw_decode_clips_per_s": clips_per_item / raw,
+                "ratio": raw / pipe,
+            }
+            rows.append(row)
+            print(
+                f"{row['pipeline']:<28} pipeline {row['pipeline_clips_per_s']:7.2f} clips/s  "
+                f"raw decode {row['raw_decode_clips_per_s']:7.2f} clips/s  ratio {row['ratio']:.2f}",
+                flush=True,
+            )
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

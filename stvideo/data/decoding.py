@@ -1,0 +1,175 @@
+"""Decode chosen frames of a video file with decord (default) or PyAV, never touching audio.
+
+Both backends return the same thing, ``(T, H, W, 3)`` uint8 RGB frames for a list of frame
+indices, optionally resized on decode (in the decoder's scaler, which is cheaper than decoding
+full size and resizing tensors). We call decord's ``VideoReader`` directly instead of
+PyTorchVideo's ``EncodedVideoDecord``: the latter is time-based (``get_clip(start_sec, end_sec)``
+decodes whole ranges), while the samplers here need one ``get_batch`` over the exact frame
+indices of all test views at once. Only the video stream is opened, so audio is never decoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import av  # import before decord: loading decord's FFmpeg first breaks PyAV's libvpx (VP9) encoder
+import decord
+import numpy as np
+
+logger = logging.getLogger("stvideo.data")
+
+BACKENDS = ("decord", "pyav")
+
+
+class DecodeError(RuntimeError):
+    """A video that cannot be decoded; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Frame count, average frame rate and frame size (before any resize) of a video stream."""
+
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+
+
+def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(height, width) with the short side scaled to ``short_side``, aspect kept; unchanged if <= 0."""
+    if short_side <= 0:
+        return height, width
+    if height <= width:
+        return short_side, max(1, int(round(width * short_side / height)))
+    return max(1, int(round(height * short_side / width))), short_side
+
+
+def _check_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise DecodeError(f"{path}: file not found")
+    if os.path.getsize(path) == 0:
+        raise DecodeError(f"{path}: file is empty (0 bytes)")
+
+
+def _probe(path: str) -> tuple[int, int]:
+    """Stream (height, width) from the container header, without decoding a frame."""
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise DecodeError(f"{path}: no video stream")
+            ctx = container.streams.video[0].codec_context
+            return ctx.height, ctx.width
+    except av.FFmpegError as e:
+        raise DecodeError(f"{path}: cannot open ({e})") from e
+
+
+class VideoFile:
+    """One opened video: ``info`` plus ``get_frames(indices)``; a context manager that frees the decoder.
+
+    ``short_side`` > 0 makes the decoder output frames whose short side has that length.
+    With the decord backend, decord errors that PyAV does not share (decord 0.6.0 fails to copy
+    frames of some widths, e.g. 48 or 72 pixels) fall back to PyAV for that file, with a log line.
+    """
+
+    def __init__(self, path: str, backend: str = "decord", short_side: int = 0, num_threads: int = 1):
+        if backend not in BACKENDS:
+            raise ValueError(f"DATA.DECODING_BACKEND must be one of {BACKENDS}, got {backend!r}")
+        _check_file(path)
+        self.path = path
+        self.backend = backend
+        self.num_threads = num_threads
+        height, width = _probe(path)
+        self.out_height, self.out_width = resized_size(height, width, short_side)
+        self._vr = None
+        if backend == "decord":
+            try:
+                kwargs = {"width": self.out_width, "height": self.out_height} if short_side > 0 else {}
+                self._vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads, **kwargs)
+            except decord.DECORDError as e:
+                raise DecodeError(f"{path}: decord cannot open ({_short(e)})") from e
+            num_frames, fps = len(self._vr), float(self._vr.get_avg_fps())
+        else:
+            num_frames, fps = self._pyav_count()
+        if num_frames <= 0:
+            raise DecodeError(f"{path}: no decodable video frames")
+        self.info = VideoInfo(num_frames=num_frames, fps=fps if fps > 0 else 30.0, height=height, width=width)
+
+    def __enter__(self) -> VideoFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the decoder (decord keeps large buffers alive otherwise)."""
+        self._vr = None
+
+    def get_frames(self, indices: np.ndarray | list[int]) -> np.ndarray:
+        """(len(indices), H, W, 3) uint8 frames; indices may repeat and come in any order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size == 0:
+            raise ValueError("get_frames needs at least one index")
+        if indices.min() < 0 or indices.max() >= self.info.num_frames:
+            raise DecodeError(
+                f"{self.path}: frame index out of range [0, {self.info.num_frames}): "
+                f"{indices.min()}..{indices.max()}"
+            )
+        # Decode each distinct frame once, in increasing order (one forward pass per keyframe interval).
+        unique, inverse = np.unique(indices, return_inverse=True)
+        if self._vr is not None:
+            try:
+                frames = self._vr.get_batch(unique.tolist()).asnumpy()
+            except decord.DECORDError as e:
+                logger.warning("decord failed on %s (%s); decoding this file with PyAV", self.path, _short(e))
+                self._vr = None
+                frames = self._pyav_frames(unique)
+        else:
+            frames = self._pyav_frames(unique)
+        return frames[inverse]
+
+    def _pyav_count(self) -> tuple[int, float]:
+        """Frame count from the container, or by counting packets (no decoding) when it is missing."""
+        try:
+            with av.open(self.path) as container:
+                stream = container.streams.video[0]
+                rate = stream.average_rate or stream.guessed_rate
+                fps = float(rate) if rate else 0.0
+                if stream.frames > 0:
+                    return stream.frames, fps
+                return sum(1 for p in container.demux(stream) if p.size > 0), fps
+        except av.FFmpegError as e:
+            raise DecodeError(f"{self.path}: PyAV cannot read ({e})") from e
+
+    def _pyav_frames(self, unique: np.ndarray) -> np.ndarray:
+        """Decode forward from the start up to the last wanted frame (exact, no keyframe guessing)."""
+        wanted = set(unique.tolist())
+        last = int(unique[-1])
+        out: dict[int, np.ndarray] = {}
+        decoded = 0
+        try:
+            with av.open(self.path) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                stream.codec_context.thread_count = self.num_threads
+                for i, frame in enumerate(container.decode(stream)):
+                    decoded = i + 1
+                    if i in wanted:
+                        out[i] = frame.to_ndarray(
+                            format="rgb24", width=self.out_width, height=self.out_height
+                        )
+                    if i >= last:
+                        break
+        except av.FFmpegError as e:
+            raise DecodeError(f"{self.path}: PyAV decode error ({e})") from e
+        if len(out) != len(wanted):
+            raise DecodeError(
+                f"{self.path}: stream ended after {decoded} frames, needed frame {last} (truncated file?)"
+            )
+        return np.stack([out[i] for i in unique.tolist()])
+
+
+def _short(e: Exception) -> str:
+    """Last line of a decord error (its messages carry a long C++ location prefix)."""
+    return str(e).strip().splitlines()[-1][-200:]

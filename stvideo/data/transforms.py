@@ -1,0 +1,185 @@
+"""Spatial transforms for training, validation and multi-view testing of clips.
+
+Clips travel as uint8 ``(T, C, H, W)`` tensors through ``torchvision.transforms.v2``, which
+treats ``T`` as a batch dimension and draws its random parameters once per call, so a crop,
+flip, RandAugment op or erased box is the same on every frame of a clip. Randomness is made
+per-sample and reproducible by running the v2 pipeline under ``torch.random.fork_rng`` seeded
+from (RNG_SEED, epoch, index, repeat); it never depends on worker processes or rank layout.
+Output clips are float ``(C, T, H, W)`` normalised with DATA.MEAN / DATA.STD.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+from fvcore.common.config import CfgNode
+from torchvision.transforms import v2
+
+_AA_RE = re.compile(r"^rand(-[a-z]+[0-9.]+)*$")
+
+
+@dataclass(frozen=True)
+class RandAugmentSpec:
+    """Parsed timm RandAugment string, e.g. ``rand-m7-n4-mstd0.5-inc1``."""
+
+    num_ops: int = 2
+    magnitude: int = 9
+    magnitude_std: float = 0.0
+
+
+def parse_rand_augment(spec: str) -> RandAugmentSpec:
+    """Parse a timm ``rand-...`` spec (m: magnitude 0-10, n: ops per clip, mstd: magnitude std).
+
+    ``inc1`` (timm's increasing-severity op set) is what torchvision's ops already do, so it is
+    accepted; ``inc0`` and unknown fields raise ValueError naming AUG.AA_TYPE.
+    """
+    if not _AA_RE.match(spec):
+        raise ValueError(f"AUG.AA_TYPE must look like 'rand-m7-n4-mstd0.5-inc1', got {spec!r}")
+    out = {"num_ops": 2, "magnitude": 9, "magnitude_std": 0.0}
+    for part in spec.split("-")[1:]:
+        key, value = re.match(r"([a-z]+)([0-9.]+)", part).groups()
+        if key == "m":
+            out["magnitude"] = int(value)
+        elif key == "n":
+            out["num_ops"] = int(value)
+        elif key == "mstd":
+            out["magnitude_std"] = float(value)
+        elif key == "inc" and value == "1":
+            continue
+        else:
+            raise ValueError(f"AUG.AA_TYPE {spec!r}: unsupported field {part!r} (m, n, mstd, inc1 are)")
+    if not 0 <= out["magnitude"] <= 10:
+        raise ValueError(f"AUG.AA_TYPE {spec!r}: magnitude must be in 0..10")
+    return RandAugmentSpec(**out)
+
+
+def load_flip_label_map(path: str) -> dict[int, int]:
+    """Read DATA.FLIP_LABEL_MAP json ({"label": flipped_label}); symmetric pairs must both be listed."""
+    if not path:
+        return {}
+    with open(path) as f:
+        raw = json.load(f)
+    try:
+        return {int(k): int(v) for k, v in raw.items()}
+    except (AttributeError, TypeError, ValueError) as e:
+        raise ValueError(f"DATA.FLIP_LABEL_MAP {path}: expected a json object of integer labels") from e
+
+
+def crop_offsets(length: int, size: int, num_crops: int) -> list[int]:
+    """Offsets of ``num_crops`` crops of ``size`` spread evenly over ``length`` (first and last at the ends).
+
+    Hand-written because pytorchvideo's ``uniform_crop`` only knows 3 positions and torchvision's
+    FiveCrop/TenCrop take corners; for 1 and 3 crops this equals ``uniform_crop`` (ceil centre).
+    """
+    if size > length:
+        raise ValueError(f"crop size {size} is larger than the frame side {length}")
+    if num_crops == 1:
+        return [math.ceil((length - size) / 2)]
+    return [math.ceil((length - size) * i / (num_crops - 1)) for i in range(num_crops)]
+
+
+class Normalizer:
+    """uint8 (..., C, T, H, W) pixels -> float ``(x / 255 - mean) / std``, written into a given tensor.
+
+    Hand-written instead of ``v2.ToDtype`` + ``v2.Normalize`` for speed: those make three full-size
+    float passes plus a layout copy to (C, T, H, W); here the uint8 -> float conversion happens in
+    the copy into the final layout and one fused in-place affine pass follows (benchmarks/data_loading.py:
+    3-4x faster on the 15-view test output).
+    """
+
+    def __init__(self, mean: list[float], std: list[float]):
+        std_t = torch.tensor(std, dtype=torch.float32)
+        self.scale = (1.0 / (255.0 * std_t)).reshape(-1, 1, 1, 1)
+        self.shift = (torch.tensor(mean, dtype=torch.float32) / std_t).reshape(-1, 1, 1, 1)
+
+    def __call__(self, out: torch.Tensor) -> torch.Tensor:
+        """Normalise ``out`` (float, channel dim -4, holding 0..255 values) in place and return it."""
+        return out.mul_(self.scale).sub_(self.shift)
+
+
+class TrainTransform:
+    """Random crop (RandomResizedCrop or short-side jitter + crop), flip, RandAugment, normalise, erase."""
+
+    def __init__(self, cfg: CfgNode, allow_flip: bool = True):
+        d = cfg.DATA
+        size = d.TRAIN_CROP_SIZE
+        if d.TRAIN_JITTER_SCALES_RELATIVE:
+            self.crop = v2.RandomResizedCrop(
+                size,
+                scale=tuple(d.TRAIN_JITTER_SCALES_RELATIVE),
+                ratio=tuple(d.TRAIN_JITTER_ASPECT_RELATIVE),
+                antialias=True,
+            )
+        else:
+            lo, hi = d.TRAIN_JITTER_SCALES
+            self.crop = v2.Compose(
+                [v2.RandomShortestSize(list(range(lo, hi + 1)), antialias=True), v2.RandomCrop(size)]
+            )
+        self.flip = d.RANDOM_FLIP and allow_flip
+        self.flip_map = load_flip_label_map(d.FLIP_LABEL_MAP)
+        self.rand_augment = parse_rand_augment(cfg.AUG.AA_TYPE) if cfg.AUG.ENABLE else None
+        self.erase = v2.RandomErasing(p=cfg.AUG.RE_PROB, value="random") if cfg.AUG.ENABLE else None
+        self.normalize = Normalizer(d.MEAN, d.STD)
+
+    def __call__(self, frames: torch.Tensor, label: int, seed: int) -> tuple[torch.Tensor, int]:
+        """(T, H, W, 3) uint8 frames -> ((C, T, size, size) float clip, possibly flip-mapped label)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            x = self.crop(frames.permute(0, 3, 1, 2))
+            if self.flip and torch.rand(()) < 0.5:
+                x = v2.functional.horizontal_flip(x)
+                label = self.flip_map.get(label, label)
+            if self.rand_augment is not None:
+                ra = self.rand_augment
+                magnitude = ra.magnitude
+                if ra.magnitude_std > 0:
+                    magnitude = min(
+                        10, max(0, round(float(torch.normal(float(magnitude), ra.magnitude_std, ()))))
+                    )
+                x = v2.RandAugment(num_ops=ra.num_ops, magnitude=magnitude, num_magnitude_bins=11)(x)
+            out = torch.empty(x.shape[1], x.shape[0], *x.shape[2:], dtype=torch.float32)
+            out = self.normalize(out.copy_(x.permute(1, 0, 2, 3)))  # (C, T, H, W)
+            if self.erase is not None:  # on the (T, C, H, W) view: one box (and noise) for all frames
+                out = self.erase(out.permute(1, 0, 2, 3)).permute(1, 0, 2, 3).contiguous()
+        return out, label
+
+
+class TestTransform:
+    """Resize the short side to DATA.TEST_CROP_SIZE (skipped if already decoded so), take spatial crops.
+
+    ``num_crops`` crops cover the long side (left/centre/right, or top/centre/bottom for portrait).
+    """
+
+    def __init__(self, cfg: CfgNode, num_crops: int):
+        self.size = cfg.DATA.TEST_CROP_SIZE
+        self.num_crops = num_crops
+        self.resize = v2.Resize(self.size, antialias=True)
+        self.normalize = Normalizer(cfg.DATA.MEAN, cfg.DATA.STD)
+
+    def crop_boxes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """(top, left) of every crop in a frame whose short side is already ``size``."""
+        if height <= width:
+            top = crop_offsets(height, self.size, 1)[0]
+            return [(top, left) for left in crop_offsets(width, self.size, self.num_crops)]
+        left = crop_offsets(width, self.size, 1)[0]
+        return [(top, left) for top in crop_offsets(height, self.size, self.num_crops)]
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, T, H, W, 3) uint8 frames of N temporal views -> (N * num_crops, C, T, size, size) float
+        views, temporal-major (view = n * num_crops + crop)."""
+        n, t = frames.shape[:2]
+        x = frames.flatten(0, 1).permute(0, 3, 1, 2)  # (N*T, C, H, W) view
+        if min(x.shape[-2:]) != self.size:
+            x = self.resize(x)
+        x = x.unflatten(0, (n, t)).permute(0, 2, 1, 3, 4)  # (N, C, T, H, W) view
+        s = self.size
+        boxes = self.crop_boxes(*x.shape[-2:])
+        out = torch.empty(n * len(boxes), x.shape[1], t, s, s, dtype=torch.float32)
+        for i in range(n):
+            for j, (top, left) in enumerate(boxes):
+                out[i * len(boxes) + j].copy_(x[i, ..., top : top + s, left : left + s])
+        return self.normalize(out)

@@ -1,0 +1,220 @@
+"""Map-style video classification dataset shared by Kinetics and SSv2: decode, sample, transform.
+
+Items (see docs/data.md):
+
+* train / val: ``{"video": (C, T, H, W) float, "label": int, "index": int, "skipped": int}``; with
+  AUG.NUM_SAMPLE = k > 1 in training, ``video`` is ``(k, C, T, H, W)`` and ``label`` a (k,) tensor
+  (one decode, k augmentations; ``collate_train`` flattens them into the batch).
+* test: ``{"video": (V, C, T, H, W), "label", "index", "video_id"}`` with V = NUM_ENSEMBLE_VIEWS x
+  NUM_SPATIAL_CROPS ordered temporal-major (view = t * S + s), all decoded in one pass; an undecodable
+  test video gives ``{"index", "video_id", "path", "error"}`` instead (never a substitute).
+
+A training or validation video that fails to decode is replaced by another sample (bounded retries,
+logged with its path on logger ``stvideo.data``, counted in ``skipped``); after
+DATA.MAX_CONSECUTIVE_FAILURES failures in a row a RuntimeError lists the files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import decord
+import numpy as np
+import torch
+from fvcore.common.config import CfgNode
+from torch.utils.data import Dataset
+
+from . import sampling
+from .decoding import DecodeError, VideoFile
+from .transforms import TestTransform, TrainTransform
+
+logger = logging.getLogger("stvideo.data")
+
+MODES = ("train", "val", "test")
+DECODE_ERRORS = (DecodeError, decord.DECORDError, av.FFmpegError, OSError)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One annotated video: absolute ``path``, integer ``label`` and a unique ``video_id``."""
+
+    path: str
+    label: int
+    video_id: str
+
+
+def resolve_path(cfg: CfgNode, path: str) -> str:
+    """Absolute paths stay; relative ones join DATA.PATH_PREFIX (or DATA.PATH_TO_DATA_DIR if it is "")."""
+    if os.path.isabs(path):
+        return path
+    return os.path.join(cfg.DATA.PATH_PREFIX or cfg.DATA.PATH_TO_DATA_DIR, path)
+
+
+def sample_seed(*keys: int) -> int:
+    """A 63-bit seed from integer keys (e.g. RNG_SEED, epoch, index, repeat) via numpy SeedSequence."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class VideoDataset(Dataset):
+    """Shared decode / sample / transform logic; subclasses only provide the annotation list."""
+
+    default_sampling = "dense"
+    allow_plain_flip = True
+
+    def __init__(self, cfg: CfgNode, mode: str, samples: list[Sample]):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if not samples:
+            raise ValueError(f"{type(self).__name__} {mode}: the annotation list is empty")
+        self.cfg = cfg
+        self.mode = mode
+        self.samples = samples
+        self.epoch = 0
+        d = cfg.DATA
+        self.sampling = self.default_sampling if d.SAMPLING == "auto" else d.SAMPLING
+        self.num_frames = d.NUM_FRAMES
+        self.num_temporal_views = cfg.TEST.NUM_ENSEMBLE_VIEWS
+        self.num_spatial_crops = cfg.TEST.NUM_SPATIAL_CROPS
+        allow_flip = self.allow_plain_flip or bool(d.FLIP_LABEL_MAP)
+        self.train_transform = TrainTransform(cfg, allow_flip=allow_flip) if mode == "train" else None
+        num_crops = self.num_spatial_crops if mode == "test" else 1
+        self.test_transform = TestTransform(cfg, num_crops) if mode != "train" else None
+        self._failed_in_a_row: list[str] = []
+        self._known_bad: set[int] = set()  # per worker: indices that failed, not drawn as replacements
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch that seeds this epoch's temporal jitter, crops, flips and augmentations."""
+        self.epoch = epoch
+
+    @property
+    def num_views(self) -> int:
+        """Views per test video (temporal x spatial)."""
+        return self.num_temporal_views * self.num_spatial_crops
+
+    def empty_test_video(self) -> torch.Tensor:
+        """A (0, V, C, T, S, S) tensor for a test batch whose videos all failed."""
+        s = self.cfg.DATA.TEST_CROP_SIZE
+        return torch.empty(0, self.num_views, self.cfg.DATA.INPUT_CHANNEL_NUM, self.num_frames, s, s)
+
+    # ------------------------------------------------------------------ index arithmetic
+    def _open(self, path: str, short_side: int) -> VideoFile:
+        return VideoFile(
+            path, self.cfg.DATA.DECODING_BACKEND, short_side, self.cfg.DATA_LOADER.DECODE_THREADS
+        )
+
+    def train_frame_indices(self, num_video_frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
+        """Frame indices of one random training clip."""
+        if self.sampling == "segment":
+            return sampling.segment_train_indices(num_video_frames, self.num_frames, rng)
+        d = self.cfg.DATA
+        stride = sampling.dense_stride(d.SAMPLING_RATE, fps, d.TARGET_FPS)
+        return sampling.dense_train_indices(num_video_frames, self.num_frames, stride, rng, d.OUT_OF_BOUND)
+
+    def test_frame_indices(self, num_video_frames: int, fps: float, num_views: int) -> np.ndarray:
+        """(num_views, NUM_FRAMES) frame indices of the temporal test views."""
+        if self.sampling == "segment":
+            return sampling.segment_test_indices(num_video_frames, self.num_frames, num_views)
+        d = self.cfg.DATA
+        stride = sampling.dense_stride(d.SAMPLING_RATE, fps, d.TARGET_FPS)
+        return sampling.dense_test_indices(
+            num_video_frames, self.num_frames, stride, num_views, d.OUT_OF_BOUND
+        )
+
+    # ------------------------------------------------------------------ loading
+    def _load_train(self, index: int, attempt: int) -> dict[str, Any]:
+        s = self.samples[index]
+        seed = self.cfg.RNG_SEED
+        with self._open(s.path, self.cfg.DATA.DECODE_SHORT_SIDE) as vf:
+            rng = np.random.default_rng(sample_seed(seed, self.epoch, index, attempt))
+            frames = torch.from_numpy(
+                vf.get_frames(self.train_frame_indices(vf.info.num_frames, vf.info.fps, rng))
+            )
+        k = self.cfg.AUG.NUM_SAMPLE
+        clips, labels = [], []
+        for r in range(k):
+            clip, label = self.train_transform(
+                frames, s.label, sample_seed(seed, self.epoch, index, attempt, r)
+            )
+            clips.append(clip)
+            labels.append(label)
+        if k == 1:
+            return {"video": clips[0], "label": labels[0], "index": index}
+        return {"video": torch.stack(clips), "label": torch.tensor(labels), "index": index}
+
+    def _load_val(self, index: int) -> dict[str, Any]:
+        s = self.samples[index]
+        with self._open(s.path, self.cfg.DATA.TEST_CROP_SIZE) as vf:
+            idx = self.test_frame_indices(vf.info.num_frames, vf.info.fps, 1)[0]
+            frames = torch.from_numpy(vf.get_frames(idx))
+        return {"video": self.test_transform(frames[None])[0], "label": s.label, "index": index}
+
+    def load_test(self, index: int) -> dict[str, Any]:
+        """All views of video ``index`` from one decode (raises DecodeError and friends on bad input)."""
+        s = self.samples[index]
+        with self._open(s.path, self.cfg.DATA.TEST_CROP_SIZE) as vf:
+            idx = self.test_frame_indices(vf.info.num_frames, vf.info.fps, self.num_temporal_views)
+            frames = torch.from_numpy(vf.get_frames(idx.reshape(-1)))
+        views = self.test_transform(frames.unflatten(0, idx.shape))  # (V, C, T, S, S), temporal-major
+        return {"video": views, "label": s.label, "index": index, "video_id": s.video_id}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.mode == "test":
+            try:
+                return self.load_test(index)
+            except DECODE_ERRORS as e:
+                s = self.samples[index]
+                reason = str(e).removeprefix(f"{s.path}: ")
+                logger.warning(
+                    "test video %s (%s) cannot be decoded, left out: %s", s.video_id, s.path, reason
+                )
+                return {"index": index, "video_id": s.video_id, "path": s.path, "error": str(e)}
+        return self._get_with_retries(index)
+
+    def _get_with_retries(self, index: int) -> dict[str, Any]:
+        d = self.cfg.DATA
+        current = index
+        for attempt in range(d.NUM_RETRIES + 1):
+            try:
+                item = self._load_train(current, attempt) if self.mode == "train" else self._load_val(current)
+            except DECODE_ERRORS as e:
+                path = self.samples[current].path
+                self._failed_in_a_row.append(path)
+                reason = str(e).removeprefix(f"{path}: ")
+                logger.warning("skipping undecodable %s video %s: %s", self.mode, path, reason)
+                if len(self._failed_in_a_row) >= d.MAX_CONSECUTIVE_FAILURES:
+                    raise RuntimeError(self._too_many_failures_message()) from e
+                self._known_bad.add(current)
+                current = self._replacement(index, attempt)
+                continue
+            self._failed_in_a_row.clear()
+            item["skipped"] = attempt
+            return item
+        raise RuntimeError(
+            f"no decodable {self.mode} video after {d.NUM_RETRIES + 1} tries starting at index {index}; "
+            + self._too_many_failures_message()
+        )
+
+    def _replacement(self, index: int, attempt: int) -> int:
+        """A random other sample (seeded by index and attempt), avoiding files this worker saw fail."""
+        rng = np.random.default_rng(sample_seed(self.cfg.RNG_SEED, self.epoch, index, attempt, 1 << 20))
+        candidate = int(rng.integers(len(self.samples)))
+        for _ in range(100):
+            if candidate not in self._known_bad:
+                break
+            candidate = int(rng.integers(len(self.samples)))
+        return candidate
+
+    def _too_many_failures_message(self) -> str:
+        files = list(dict.fromkeys(self._failed_in_a_row))
+        return (
+            f"{len(self._failed_in_a_row)} videos in a row failed to decode ({len(files)} distinct files): "
+            f"{', '.join(files)}. Check DATA.PATH_PREFIX / "
+            "DATA.PATH_TO_DATA_DIR and run tools/check_videos.py on the annotation file."
+        )

@@ -1,0 +1,109 @@
+"""Control models for token reduction at (nearly) matched FLOPs: random keep-k and uniform pooling.
+
+Both run CONTROL.START_LAYER full layers, then cut the patch tokens to M = prod(STVIT.GRID) tokens
+(or CONTROL.KEEP_TOKENS for random keep-k) and run every remaining layer on cls + those M tokens.
+STViT with the same start layer and grid runs the same numbers of full and M-token layers, except
+that its two generation layers also read all N image tokens as keys/values; the controls spend no
+FLOPs there, so at equal settings they are slightly *cheaper* than STViT (see docs/token-models.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from fvcore.common.config import CfgNode
+from torch import Tensor
+
+from .build import MODEL_REGISTRY, vit_kwargs
+from .semantic import pool_centres
+from .vit import Grid, VideoViT
+
+
+def _check_start(start: int, depth: int) -> None:
+    if not 0 <= start < depth:
+        raise ValueError(f"CONTROL.START_LAYER must be in [0, {depth}), got {start}")
+
+
+class RandomDropViT(VideoViT):
+    """Keep k random patch tokens from ``start_layer`` on (new draw per sample in training).
+
+    In eval the kept set is one fixed random subset (drawn at construction from ``seed``) so that
+    evaluation is deterministic and independent of batch composition.
+    """
+
+    def __init__(self, *, start_layer: int = 4, keep_tokens: int = 128, seed: int = 0, **vit: object):
+        super().__init__(**vit)
+        _check_start(start_layer, self.depth)
+        n = math.prod(self.grid)
+        if not 1 <= keep_tokens <= n:
+            raise ValueError(
+                f"CONTROL.KEEP_TOKENS must be in [1, {n}] for a {self.grid} token grid, got {keep_tokens}"
+            )
+        self.start_layer = start_layer
+        self.keep_tokens = keep_tokens
+        gen = torch.Generator().manual_seed(seed)
+        eval_keep = torch.randperm(n, generator=gen)[:keep_tokens].sort().values
+        self.register_buffer("eval_keep", eval_keep, persistent=False)
+
+    def keep_indices(self, batch: int, n: int, device: torch.device) -> Tensor:
+        """(B, k) patch indices to keep, ascending (time-major order is preserved)."""
+        if not self.training:
+            return self.eval_keep.expand(batch, -1)
+        noise = torch.rand(batch, n, device=device)
+        return noise.topk(self.keep_tokens, dim=1).indices.sort(dim=1).values
+
+    def forward_tokens(self, x: Tensor, grid: Grid) -> Tensor:
+        """Full layers, random keep-k, then the remaining layers on prefix + k tokens."""
+        p = self.num_prefix_tokens
+        for i, blk in enumerate(self.blocks):
+            if i == self.start_layer:
+                idx = self.keep_indices(x.shape[0], x.shape[1] - p, x.device)
+                kept = torch.gather(x[:, p:], 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+                x = torch.cat([x[:, :p], kept], dim=1)
+            x = blk(x)
+        return x
+
+
+class UniformPoolViT(VideoViT):
+    """Average-pool the patch tokens to a fixed grid at ``start_layer`` (no learned generation layers)."""
+
+    def __init__(
+        self, *, start_layer: int = 4, pool_grid: Grid = (8, 4, 4), grid_mode: str = "slice", **vit: object
+    ):
+        super().__init__(**vit)
+        _check_start(start_layer, self.depth)
+        self.start_layer = start_layer
+        self.pool_grid = tuple(pool_grid)
+        self.grid_mode = grid_mode
+        pool_centres(torch.zeros(1, math.prod(self.grid), 1), self.grid, self.pool_grid, grid_mode, "avg")
+
+    def forward_tokens(self, x: Tensor, grid: Grid) -> Tensor:
+        """Full layers, fixed-grid average pooling, then the remaining layers on prefix + M tokens."""
+        p = self.num_prefix_tokens
+        for i, blk in enumerate(self.blocks):
+            if i == self.start_layer:
+                pooled = pool_centres(x[:, p:], grid, self.pool_grid, self.grid_mode, "avg")
+                x = torch.cat([x[:, :p], pooled], dim=1)
+            x = blk(x)
+        return x
+
+
+@MODEL_REGISTRY.register()
+def random_drop(cfg: CfgNode) -> RandomDropViT:
+    """Control: random keep-k tokens (k = CONTROL.KEEP_TOKENS or the STViT semantic token count)."""
+    keep = cfg.CONTROL.KEEP_TOKENS or math.prod(cfg.STVIT.GRID)
+    return RandomDropViT(
+        start_layer=cfg.CONTROL.START_LAYER, keep_tokens=keep, seed=cfg.RNG_SEED, **vit_kwargs(cfg)
+    )
+
+
+@MODEL_REGISTRY.register()
+def uniform_pool(cfg: CfgNode) -> UniformPoolViT:
+    """Control: fixed-grid average pooling to STVIT.GRID (STVIT.GRID_MODE), no generation layers."""
+    return UniformPoolViT(
+        start_layer=cfg.CONTROL.START_LAYER,
+        pool_grid=tuple(cfg.STVIT.GRID),
+        grid_mode=cfg.STVIT.GRID_MODE,
+        **vit_kwargs(cfg),
+    )

@@ -1,0 +1,186 @@
+"""Evo-ViT on tube tokens: global class attention picks slow tokens, the rest evolve on a fast path.
+
+Per layer the cls-query attention row over the patch tokens (head-averaged) updates a running score,
+``A = (1 - lam) * A + lam * a`` (``lam`` = EVO.EMA_WEIGHT, or ``sigmoid`` of a learned scalar per layer).
+At each selection point the top-k patch tokens (k = int(N * EVO.KEEP_RATIO), fixed per batch) plus cls
+go through the blocks (slow path). The placeholders are summarised into one representative token
+(score-weighted mean) that runs through the blocks with them; its total residual is then added to every
+placeholder (fast path, as in the official LeViT code) -- or, with EVO.FAST_UPDATE=identity, they pass
+unchanged (the official DeiT code). Tokens are gathered with ``torch.gather`` and put back with the
+inverse permutation, so the output has every token in its original position.
+
+Selection is layer-wise (re-select before every layer from EVO.START_LAYER) in early training and
+stage-wise (select at EVO.STAGE_LAYERS, re-attach at the end of each stage) from epoch
+EVO.STAGEWISE_EPOCH on and always in eval. Training returns the auxiliary cls-head logits as well.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from fvcore.common.config import CfgNode
+from torch import Tensor, nn
+
+from .build import MODEL_REGISTRY, vit_kwargs
+from .vit import Attention, Grid, VideoViT
+
+
+class ClsRowAttention(Attention):
+    """Attention that also keeps the cls query's softmax row (head-averaged) in ``cls_row``.
+
+    The row costs one (1 x N) product per head next to SDPA, which never exposes its weights.
+    """
+
+    cls_row: Tensor | None = None
+
+    def forward(self, x: Tensor, context: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
+        q, k, v = self.qkv_heads(x, context)
+        drop = self.attn_drop if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
+        row = (q[:, :, :1] @ k.transpose(-2, -1)).mul(self.head_dim**-0.5).softmax(dim=-1)  # B, h, 1, N
+        self.cls_row = row.mean(dim=1)[:, 0]
+        return self.proj(out.transpose(1, 2).flatten(2))
+
+
+def _gather(x: Tensor, idx: Tensor) -> Tensor:
+    """Rows ``idx`` (B, K) of ``x`` (B, N, C) -> (B, K, C), contiguous."""
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+class EvoViT(VideoViT):
+    """Video ViT with Evo-ViT slow-fast token evolution; always has a cls token (the selector)."""
+
+    def __init__(
+        self,
+        *,
+        start_layer: int = 4,
+        keep_ratio: float = 0.5,
+        ema_weight: float = 0.5,
+        learnable_ema: bool = False,
+        fast_update: str = "representative",
+        stage_layers: tuple[int, ...] = (4, 8),
+        stagewise_epoch: int = -1,
+        aux_cls_weight: float = 0.5,
+        **vit: object,
+    ):
+        vit["cls_token"] = True
+        super().__init__(**vit)
+        if not 1 <= start_layer < self.depth:
+            raise ValueError(f"EVO.START_LAYER must be in [1, {self.depth}), got {start_layer}")
+        stages = list(stage_layers)
+        if not stages or stages != sorted(set(stages)) or stages[0] < 1 or stages[-1] >= self.depth:
+            raise ValueError(f"EVO.STAGE_LAYERS must increase within [1, {self.depth}), got {stages}")
+        if not 0.0 < keep_ratio <= 1.0:
+            raise ValueError(f"EVO.KEEP_RATIO must be in (0, 1], got {keep_ratio}")
+        if fast_update not in ("representative", "identity"):
+            raise ValueError(f"unknown EVO.FAST_UPDATE {fast_update!r}; use representative or identity")
+        if not 0.0 < ema_weight <= 1.0:
+            raise ValueError(f"EVO.EMA_WEIGHT must be in (0, 1], got {ema_weight}")
+        self.start_layer = start_layer
+        self.keep_ratio = keep_ratio
+        self.fast_update = fast_update
+        self.layerwise_segments = [(i, i + 1) for i in range(start_layer, self.depth)]
+        self.stagewise_segments = list(zip(stages, stages[1:] + [self.depth], strict=True))
+        self.stagewise_epoch = stagewise_epoch
+        self.stagewise = stagewise_epoch == 0
+        self.aux_cls_weight = aux_cls_weight
+        for blk in self.blocks:
+            dim = blk.attn.qkv.in_features
+            blk.attn = ClsRowAttention(
+                dim, blk.attn.num_heads, blk.attn.qkv.bias is not None, blk.attn.attn_drop
+            )
+            blk.attn.apply(self._init_weights)
+        # lam = sigmoid(ema_logit); a logit of +inf (weight 1) would be a plain copy, so clamp the init.
+        logit = math.log(ema_weight / (1 - ema_weight)) if ema_weight < 1 else 20.0
+        ema_logit = torch.full((self.depth,), logit)
+        if learnable_ema:
+            self.ema_logit = nn.Parameter(ema_logit)
+        else:
+            self.register_buffer("ema_logit", ema_logit, persistent=False)
+        if aux_cls_weight > 0:
+            self.aux_norm = nn.LayerNorm(self.embed_dim, eps=1e-6)
+            self.aux_head = nn.Linear(self.embed_dim, self.num_classes)
+            self._init_weights(self.aux_head)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Switch training from layer-wise to stage-wise selection at EVO.STAGEWISE_EPOCH."""
+        self.stagewise = 0 <= self.stagewise_epoch <= epoch
+
+    def segments(self) -> list[tuple[int, int]]:
+        """(first, end) layer ranges that run on the selected tokens, in the current mode."""
+        return self.stagewise_segments if self.stagewise or not self.training else self.layerwise_segments
+
+    def _update_score(self, score: Tensor | None, layer: int, row: Tensor) -> Tensor:
+        if score is None or layer < self.start_layer:
+            return row
+        lam = torch.sigmoid(self.ema_logit[layer])
+        return (1 - lam) * score + lam * row
+
+    def forward_tokens(self, x: Tensor, grid: Grid) -> Tensor:
+        """Full layers until the first selection, then slow-fast segments; output in input order."""
+        n = x.shape[1] - 1  # patch tokens
+        k = max(1, int(n * self.keep_ratio))
+        segs = {s: e for s, e in self.segments()}
+        score: Tensor | None = None
+        i = 0
+        while i < self.depth:
+            if i not in segs:
+                x = self.blocks[i](x)
+                score = self._update_score(score, i, self.blocks[i].attn.cls_row[:, 1:])
+                i += 1
+                continue
+            end = segs[i]
+            order = score.argsort(dim=1, descending=True)  # fixed k per batch: static shapes
+            keep, rest = order[:, :k], order[:, k:]
+            patches = x[:, 1:]
+            slow = torch.cat([x[:, :1], _gather(patches, keep)], dim=1)
+            placeholders = _gather(patches, rest)
+            rep = None
+            if self.fast_update == "representative" and k < n:
+                w = score.gather(1, rest)
+                w = w / w.sum(dim=1, keepdim=True).clamp_min(1e-12)
+                rep = (w.unsqueeze(-1) * placeholders).sum(dim=1, keepdim=True)
+                slow = torch.cat([slow, rep], dim=1)
+            kept_score = score.gather(1, keep)
+            for j in range(i, end):
+                slow = self.blocks[j](slow)
+                kept_score = self._update_score(kept_score, j, self.blocks[j].attn.cls_row[:, 1 : 1 + k])
+            if rep is not None:
+                placeholders = placeholders + (slow[:, -1:] - rep)  # the summary's attn + MLP residuals
+                slow = slow[:, :-1]
+            # Placeholders keep their stale scores; kept tokens get the EMA of their new rows.
+            sorted_score = torch.cat([kept_score, score.gather(1, rest)], dim=1)
+            inverse = order.argsort(dim=1)
+            patches = _gather(torch.cat([slow[:, 1:], placeholders], dim=1), inverse)
+            score = sorted_score.gather(1, inverse)
+            x = torch.cat([slow[:, :1], patches], dim=1)
+            i = end
+        return x
+
+    def forward(self, video: Tensor) -> Tensor | dict[str, Tensor | float]:
+        """Logits (B, K); in training with an aux head also the cls-head logits and their loss weight."""
+        x = self.forward_features(video)
+        logits = self.forward_head(x)
+        if not self.training or self.aux_cls_weight <= 0:
+            return logits
+        aux = self.aux_head(self.aux_norm(x[:, 0]))
+        return {"logits": logits, "aux_logits": aux, "aux_weight": self.aux_cls_weight}
+
+
+@MODEL_REGISTRY.register()
+def evovit(cfg: CfgNode) -> EvoViT:
+    """Evo-ViT: slow-fast token evolution selected by global class attention."""
+    e = cfg.EVO
+    return EvoViT(
+        start_layer=e.START_LAYER,
+        keep_ratio=e.KEEP_RATIO,
+        ema_weight=e.EMA_WEIGHT,
+        learnable_ema=e.LEARNABLE_EMA,
+        fast_update=e.FAST_UPDATE,
+        stage_layers=tuple(e.STAGE_LAYERS),
+        stagewise_epoch=e.STAGEWISE_EPOCH,
+        aux_cls_weight=e.AUX_CLS_WEIGHT,
+        **vit_kwargs(cfg),
+    )

@@ -1,0 +1,243 @@
+"""STViT-local and STViT-R-local on the Video Swin backbone: semantic tokens in every 3D window.
+
+In a semantic stage the blocks take roles from :func:`stvideo.models.semantic.layer_roles`
+(start layer 1, as in the STViT-R Swin code): one full-resolution Swin block, then the two
+generation layers, then semantic-only layers, and with ``restore`` (STViT-R-local) a restore layer
+that closes each 6-layer dumbbell unit ``[full, gen1, gen2, local, global, restore]``.
+
+* Generation (A's :func:`~stvideo.models.semantic.generate_semantic_tokens` on window-batched sets):
+  each window's tokens are max/avg-pooled to a small ``window_grid`` of centres; layer 1 lets them
+  attend to a fixed-size neighbourhood of image tokens around the window (shifted inward at the
+  borders, so no padding mask is needed); layer 2 adds a learned global centre per window position
+  and attends to [semantic; neighbourhood].
+* Semantic layers alternate local (the window's own tokens) and global (all semantic tokens) attention.
+* Restore (:func:`~stvideo.models.semantic.restore_tokens`): the saved full-resolution tokens attend
+  to all semantic tokens, so the stage again outputs the full feature map.
+
+Without restore the stage outputs the semantic tokens laid out as a map (windows x window_grid),
+which the next stage's patch merging treats like any feature map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from fvcore.common.config import CfgNode
+from timm.layers import trunc_normal_
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from .build import MODEL_REGISTRY
+from .semantic import generate_semantic_tokens, layer_roles, pool_centres, restore_tokens
+from .swin import (
+    PatchMerging3D,
+    Size3,
+    SwinBlock3D,
+    VideoSwin,
+    effective_window,
+    swin_kwargs,
+    window_partition,
+    window_reverse,
+)
+from .vit import Block
+
+UNIT_DEPTH = 6  # STViT-R dumbbell: full, gen1, gen2, local, global, restore
+
+
+def window_neighbourhoods(x: Tensor, window: Sequence[int], context: Sequence[int]) -> Tensor:
+    """(B, T, H, W, C) -> (B * num_windows, K, C): for each window, the ``context``-sized block of
+    tokens centred on it, clamped to the map (at least the window, at most the feature size) and
+    shifted inward at the borders so every window gets the same K real tokens."""
+    b, *grid, c = x.shape
+    idx = []
+    for n, w, k in zip(grid, window, context, strict=True):
+        k = min(max(k, w), n)
+        starts = (torch.arange(n // w, device=x.device) * w - (k - w) // 2).clamp(0, n - k)
+        idx.append(starts[:, None] + torch.arange(k, device=x.device))  # windows, k
+    it, ih, iw = idx
+    out = x[
+        :,
+        it[:, None, None, :, None, None],
+        ih[None, :, None, None, :, None],
+        iw[None, None, :, None, None, :],
+    ]
+    return out.reshape(b * it.shape[0] * ih.shape[0] * iw.shape[0], -1, c)
+
+
+class SemanticSwinStage(nn.Module):
+    """A Swin stage whose blocks run by STViT role on windowed semantic tokens (see module doc)."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: Size3,
+        downsample: bool,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path: Sequence[float] = (),
+        attn_drop: float = 0.0,
+        *,
+        window_grid: Size3 = (1, 3, 3),
+        context: Size3 = (8, 10, 10),
+        restore: bool = False,
+        pool: str = "max",
+        global_centres: bool = True,
+        layer_scale: float = 1e-5,
+    ):
+        super().__init__()
+        if restore:
+            units = depth // UNIT_DEPTH
+            if units < 1:
+                raise ValueError(
+                    f"STViT-R-local needs a semantic stage of >= {UNIT_DEPTH} blocks, got depth {depth}"
+                )
+            self.roles = layer_roles(depth, 1, UNIT_DEPTH - 4, units, restore=True)
+        else:
+            units = 1
+            if depth < 4:
+                raise ValueError(f"STViT-local needs a semantic stage of >= 4 blocks, got depth {depth}")
+            self.roles = layer_roles(depth, 1, depth - 3, 1, restore=False)
+        self.grad_checkpointing = False
+        self.window_size = tuple(window_size)
+        self.window_grid = tuple(window_grid)
+        self.context = tuple(context)
+        self.pool = pool
+        self.downsample = PatchMerging3D(in_dim, dim) if downsample else nn.Identity()
+        shift = tuple(w // 2 for w in window_size)
+        blocks = []
+        for i, role in enumerate(self.roles):
+            dp = drop_path[i] if drop_path else 0.0
+            if role == "full":
+                sh = (0, 0, 0) if i % 2 == 0 else shift
+                blocks.append(
+                    SwinBlock3D(dim, num_heads, window_size, sh, mlp_ratio, qkv_bias, dp, attn_drop)
+                )
+            else:
+                ls = layer_scale if role in ("gen1", "gen2", "restore") else 0.0
+                blocks.append(Block(dim, num_heads, mlp_ratio, qkv_bias, dp, attn_drop, ls))
+        self.blocks = nn.ModuleList(blocks)
+        self.global_centres = None
+        if global_centres:  # G: one learned centre per position in a window's grid, per unit
+            self.global_centres = nn.Parameter(torch.zeros(units, *self.window_grid, dim).flatten(1, 3))
+            trunc_normal_(self.global_centres, std=0.02)
+
+    def geometry(self, grid: Sequence[int]) -> tuple[Size3, Size3]:
+        """Window and semantic grid per window used on a ``grid`` feature map (both clamped)."""
+        window, _ = effective_window(grid, self.window_size, (0, 0, 0))
+        if any(n % w for n, w in zip(grid, window, strict=True)):
+            raise ValueError(
+                f"semantic stage: feature map {tuple(grid)} does not divide into windows {window}; "
+                "choose SWIN.WINDOW_SIZE / the input size so it does"
+            )
+        return window, tuple(min(g, w) for g, w in zip(self.window_grid, window, strict=True))
+
+    def run(self, fn, *args):
+        """Call ``fn(*args)``, through activation checkpointing when enabled and grads are needed."""
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.downsample(x)
+        b, *grid, c = x.shape
+        window, sgrid = self.geometry(grid)
+        nwin = [n // w for n, w in zip(grid, window, strict=True)]
+        sem = saved = None
+        unit = n_sem = 0
+        for i, (blk, role) in enumerate(zip(self.blocks, self.roles, strict=True)):
+            if role == "full":
+                x = self.run(blk, x)
+            elif role == "gen1":
+                saved = x
+                wins = window_partition(x, window).flatten(0, 1)  # B*nW, window tokens, C
+                centres = pool_centres(wins, window, sgrid, "joint", self.pool)
+                g = None
+                if self.global_centres is not None:  # G of this unit, cut to a clamped grid
+                    g = self.global_centres[unit].view(*self.window_grid, c)
+                    g = g[: sgrid[0], : sgrid[1], : sgrid[2]].flatten(0, 2)
+                ctx = window_neighbourhoods(x, window, self.context)
+                sem = self.run(generate_semantic_tokens, blk, self.blocks[i + 1], centres, ctx, g)
+                n_sem = 0
+            elif role == "semantic":
+                m = sem.shape[1]
+                if n_sem % 2 == 0:  # local: within each window's semantic tokens
+                    sem = self.run(blk, sem)
+                else:  # global: all semantic tokens of the clip
+                    sem = self.run(blk, sem.reshape(b, -1, c)).reshape(-1, m, c)
+                n_sem += 1
+            elif role == "restore":
+                out = self.run(restore_tokens, blk, saved.reshape(b, -1, c), sem.reshape(b, -1, c))
+                x, sem = out.view_as(saved), None
+                unit += 1
+        if sem is not None:  # STViT-local: the semantic tokens become the stage's feature map
+            out_grid = [n * g for n, g in zip(nwin, sgrid, strict=True)]
+            x = window_reverse(sem.view(b, -1, sem.shape[1], c), sgrid, out_grid)
+        return x
+
+
+class STViTSwin(VideoSwin):
+    """Video Swin with STViT-local (or, with ``restore``, STViT-R-local) in ``semantic_stages``."""
+
+    def __init__(
+        self,
+        *,
+        semantic_stages: Sequence[int] = (2,),
+        window_grid: Sequence[int] = (1, 3, 3),
+        context: Sequence[int] = (8, 10, 10),
+        restore: bool = False,
+        pool: str = "max",
+        global_centres: bool = True,
+        layer_scale: float = 1e-5,
+        **swin: object,
+    ):
+        num_stages = len(swin.get("depths", (2, 2, 6, 2)))
+        bad = [s for s in semantic_stages if not 0 <= s < num_stages]
+        if not semantic_stages or bad:
+            raise ValueError(
+                f"SWIN.SEMANTIC_STAGES {list(semantic_stages)} must name stages in 0..{num_stages - 1}"
+            )
+        for name, v in (("SEMANTIC_WINDOW_GRID", window_grid), ("SEMANTIC_CONTEXT", context)):
+            if len(v) != 3 or min(v) < 1:
+                raise ValueError(f"SWIN.{name} must be three positive sizes (t, h, w), got {list(v)}")
+        # Read by make_stage, which VideoSwin.__init__ calls; plain attributes may precede Module init.
+        self.semantic_options = dict(
+            window_grid=tuple(window_grid),
+            context=tuple(context),
+            restore=restore,
+            pool=pool,
+            global_centres=global_centres,
+            layer_scale=layer_scale,
+        )
+        self.semantic_stages = tuple(semantic_stages)
+        super().__init__(**swin)  # its init touches Linear / LayerNorm only, so G keeps its trunc-normal init
+
+    def make_stage(self, index: int, **kwargs) -> nn.Module:
+        """Semantic stages get :class:`SemanticSwinStage`, the others plain Swin stages."""
+        if index in self.semantic_stages:
+            return SemanticSwinStage(**kwargs, **self.semantic_options)
+        return super().make_stage(index, **kwargs)
+
+    def no_weight_decay(self) -> set[str]:
+        """Also exempt the global centres from weight decay."""
+        return super().no_weight_decay() | {
+            n for n, _ in self.named_parameters() if n.endswith("global_centres")
+        }
+
+
+@MODEL_REGISTRY.register()
+def stvit_swin(cfg: CfgNode) -> STViTSwin:
+    """Video Swin with STViT-local semantic tokens (STViT-R-local when SWIN.RESTORE)."""
+    return STViTSwin(
+        semantic_stages=tuple(cfg.SWIN.SEMANTIC_STAGES),
+        window_grid=tuple(cfg.SWIN.SEMANTIC_WINDOW_GRID),
+        context=tuple(cfg.SWIN.SEMANTIC_CONTEXT),
+        restore=cfg.SWIN.RESTORE,
+        pool=cfg.STVIT.POOL,
+        global_centres=cfg.STVIT.GLOBAL_CENTERS,
+        layer_scale=cfg.STVIT.LAYER_SCALE_INIT,
+        **swin_kwargs(cfg),
+    )

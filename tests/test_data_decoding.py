@@ -1,0 +1,122 @@
+"""Decoding real encoded files with decord and PyAV: exact frames, seeking, resize, bad files."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from stvideo.data.decoding import DecodeError, VideoFile, resized_size
+from tests import videos as V
+
+BACKENDS = ("decord", "pyav")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("decoding")
+    good = V.write_indexed_video(d / "clip.mp4", 36, 32, 64, "h264")
+    return {
+        "mp4": good,
+        "webm": V.write_indexed_video(d / "clip.webm", 36, 32, 64, "vp9"),
+        "odd_mp4": V.write_indexed_video(d / "odd.mp4", 20, 33, 47, "h264"),
+        "odd_webm": V.write_indexed_video(d / "odd.webm", 20, 35, 45, "vp9"),
+        "portrait": V.write_indexed_video(d / "portrait.mp4", 20, 64, 40, "h264"),
+        "vfr": V.write_vfr_video(d / "vfr.mp4", 30, 32, 40),
+        "width48": V.write_indexed_video(d / "w48.mp4", 20, 32, 48, "h264"),
+        "truncated": V.write_truncated(d / "truncated.mp4", good),
+        "empty": V.write_empty(d / "empty.mp4"),
+        "not_video": V.write_not_video(d / "page.mp4"),
+        "missing": d / "missing.mp4",
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "name,frames,size",
+    [
+        ("mp4", 36, (32, 64)),
+        ("webm", 36, (32, 64)),
+        ("odd_mp4", 20, (33, 47)),
+        ("odd_webm", 20, (35, 45)),
+        ("portrait", 20, (64, 40)),
+        ("vfr", 30, (32, 40)),
+    ],
+)
+def test_exact_frames_any_order(files, backend, name, frames, size):
+    """Out-of-order, repeated indices (backward seeks included) return exactly those frames."""
+    with VideoFile(str(files[name]), backend) as vf:
+        assert (vf.info.num_frames, vf.info.height, vf.info.width) == (frames, *size)
+        want = [frames - 1, 3, frames // 2, 3, 0, frames - 2]
+        got = vf.get_frames(want)
+    assert got.shape == (6, *size, 3) and got.dtype == np.uint8
+    assert [V.frame_index(f) for f in got] == want
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vfr_reports_average_rate(files, backend):
+    """Intervals alternate 20 ms and 50 ms: both backends report the same average rate (about 29 fps)."""
+    with VideoFile(str(files["vfr"]), backend) as vf:
+        assert vf.info.fps == pytest.approx(29.03, abs=0.01)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_resize_on_decode(files, backend):
+    """Short side scaled by the decoder, aspect kept, frame identity intact (landscape and portrait)."""
+    with VideoFile(str(files["mp4"]), backend, short_side=16) as vf:
+        got = vf.get_frames([5, 30])
+    assert got.shape == (2, 16, 32, 3)
+    assert [V.frame_index(f) for f in got] == [5, 30]
+    with VideoFile(str(files["portrait"]), backend, short_side=20) as vf:
+        assert vf.get_frames([7]).shape == (1, 32, 20, 3)
+
+
+def test_resized_size():
+    assert resized_size(240, 427, 224) == (224, 399)
+    assert resized_size(427, 240, 224) == (399, 224)
+    assert resized_size(33, 47, 0) == (33, 47)
+
+
+def test_decord_failure_falls_back_to_pyav(files, caplog):
+    """decord 0.6.0 cannot copy 48-pixel-wide frames; the file is then decoded by PyAV, with a log line."""
+    with caplog.at_level(logging.WARNING, logger="stvideo.data"):
+        with VideoFile(str(files["width48"]), "decord") as vf:
+            got = vf.get_frames([19, 2])
+    assert [V.frame_index(f) for f in got] == [19, 2]
+    assert "decoding this file with PyAV" in caplog.text and "w48.mp4" in caplog.text
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "name,reason",
+    [
+        ("truncated", "cannot open"),
+        ("empty", "file is empty"),
+        ("not_video", "cannot open"),
+        ("missing", "file not found"),
+    ],
+)
+def test_bad_files_raise_decode_error_naming_the_file(files, backend, name, reason):
+    with pytest.raises(DecodeError, match=reason) as e:
+        VideoFile(str(files[name]), backend)
+    assert str(files[name]) in str(e.value)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_truncated_webm_decodes_what_is_there(tmp_path, backend):
+    """A cut-off webm keeps its first frames: the count shrinks and those frames are exact."""
+    full = V.write_indexed_video(tmp_path / "full.webm", 36, 32, 64, "vp9")
+    cut = V.write_truncated(tmp_path / "cut.webm", full, 0.5)
+    with VideoFile(str(cut), backend) as vf:
+        n = vf.info.num_frames
+        assert 0 < n < 36
+        assert [V.frame_index(f) for f in vf.get_frames([n - 1, 0])] == [n - 1, 0]
+
+
+def test_index_out_of_range_and_bad_backend(files):
+    with VideoFile(str(files["mp4"]), "pyav") as vf:
+        with pytest.raises(DecodeError, match=r"out of range \[0, 36\)"):
+            vf.get_frames([36])
+    with pytest.raises(ValueError, match="DECODING_BACKEND"):
+        VideoFile(str(files["mp4"]), "torchvision")
