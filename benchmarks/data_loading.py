@@ -25,6 +25,7 @@ from pathlib import Path
 import av  # noqa: F401  (before decord: decord's bundled FFmpeg otherwise breaks PyAV's VP9 encoder)
 import decord
 import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -83,27 +84,31 @@ def raw_indices(ds: VideoDataset, index: int, vr: decord.VideoReader) -> np.ndar
     return ds.test_frame_indices(n, fps, ds.num_temporal_views).reshape(-1)
 
 
-def time_items(ds: VideoDataset, repeats: int) -> float:
-    """Seconds per item of the full pipeline (decode + sample + transform)."""
+def raw_decode(ds: VideoDataset, index: int) -> None:
+    """decord decoding the frames ``ds[index]`` uses, full size, nothing else."""
+    vr = decord.VideoReader(ds.samples[index].path, ctx=decord.cpu(0), num_threads=1)
+    vr.get_batch(np.unique(raw_indices(ds, index, vr)).tolist()).asnumpy()
+    del vr
+
+
+def time_pipeline_and_raw(ds: VideoDataset, repeats: int) -> tuple[float, float]:
+    """Seconds per item of the full pipeline (decode + sample + transform) and of raw decoding.
+
+    The two are timed alternately item by item, so load changes on a shared machine hit both alike.
+    """
     ds[0]  # warm-up (imports, allocator)
-    start = time.perf_counter()
+    pipe = raw = 0.0
     for r in range(repeats):
         ds.set_epoch(r)
         for i in range(len(ds)):
+            t0 = time.perf_counter()
             ds[i]
-    return (time.perf_counter() - start) / (repeats * len(ds))
-
-
-def time_raw(ds: VideoDataset, repeats: int) -> float:
-    """Seconds per item of decord decoding the same frames, full size, nothing else."""
-    start = time.perf_counter()
-    for r in range(repeats):
-        ds.set_epoch(r)
-        for i in range(len(ds)):
-            vr = decord.VideoReader(ds.samples[i].path, ctx=decord.cpu(0), num_threads=1)
-            vr.get_batch(np.unique(raw_indices(ds, i, vr)).tolist()).asnumpy()
-            del vr
-    return (time.perf_counter() - start) / (repeats * len(ds))
+            t1 = time.perf_counter()
+            raw_decode(ds, i)
+            t2 = time.perf_counter()
+            pipe, raw = pipe + t1 - t0, raw + t2 - t1
+    n = repeats * len(ds)
+    return pipe / n, raw / n
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=2, help="passes over the videos")
     p.add_argument("--out", default="", help="also write the results as json here")
     args = p.parse_args(argv)
+    torch.set_num_threads(1)  # as in a DataLoader worker
 
     tmp = tempfile.TemporaryDirectory()
     roots = {}
@@ -134,8 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg = bench_cfg(roots[name], name, aug)
             ds = cls(cfg, mode, "test" if mode == "test" else "train")
             clips_per_item = ds.num_views if mode == "test" else 1
-            pipe = time_items(ds, args.repeats)
-            raw = time_raw(ds, args.repeats)
+            pipe, raw = time_pipeline_and_raw(ds, args.repeats)
             row = {
                 "pipeline": f"{name} {mode}" + (" +RandAug+erase" if aug else ""),
                 "clips_per_item": clips_per_item,

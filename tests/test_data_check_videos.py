@@ -39,7 +39,9 @@ def test_kinetics_list(check_videos, tmp_path, capsys):
     assert clean.read_text() == "path,label\nv/good clip.mp4,0\nv/ok.webm,2\n"
     rows = [line.split("\t") for line in bad.read_text().splitlines()]
     assert [Path(r[0]).name for r in rows] == ["cut.mp4", "page.mp4", "zero.mp4", "gone.mp4"]
-    assert rows[2][1] == "DecodeError: file is empty (0 bytes)" and rows[3][1] == "DecodeError: file not found"
+    assert (
+        rows[2][1] == "DecodeError: file is empty (0 bytes)" and rows[3][1] == "DecodeError: file not found"
+    )
     assert "checked 6 videos: 2 ok, 4 undecodable" in capsys.readouterr().out
     assert check_videos.main([str(clean), "--workers", "1", "--backend", "pyav"]) == 0
 
@@ -48,7 +50,10 @@ def test_ssv2_json(check_videos, tmp_path):
     V.write_indexed_video(tmp_path / "videos" / "7.webm", 10, 32, 40, "vp9")
     V.write_not_video(tmp_path / "videos" / "8.webm")
     split = tmp_path / "something-something-v2-validation.json"
-    entries = [{"id": "7", "template": "Moving [something] up"}, {"id": "8", "template": "Moving [something] down"}]
+    entries = [
+        {"id": "7", "template": "Moving [something] up"},
+        {"id": "8", "template": "Moving [something] down"},
+    ]
     split.write_text(json.dumps(entries))
     clean = tmp_path / "clean.json"
     status = check_videos.main([str(split), "--prefix", str(tmp_path / "videos"), "--clean", str(clean)])

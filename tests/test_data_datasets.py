@@ -284,7 +284,10 @@ def test_flip_label_map_and_ssv2_flip_policy(tmp_path):
 def test_ssv2_flips_only_with_map(ssv2_root, kinetics_root, tmp_path):
     assert Kinetics(tiny_cfg(kinetics_root), "train").train_transform.flip is True
     cfg = tiny_cfg(ssv2_root)
-    assert SSv2(cfg, "train").train_transform.flip is False
+    ds = SSv2(cfg, "train")
+    assert ds.train_transform.flip is False and ds.sampling == "segment"
+    item = ds[1]
+    assert item["video"].shape == (3, 4, 32, 32) and (item["label"], item["skipped"]) == (1, 0)
     (tmp_path / "flip.json").write_text(json.dumps({"0": 1, "1": 0}))
     cfg.DATA.FLIP_LABEL_MAP = str(tmp_path / "flip.json")
     assert SSv2(cfg, "train").train_transform.flip is True

@@ -122,6 +122,7 @@ def test_timm_checkpoint_inflates_to_identical_static_video_outputs():
         torch.testing.assert_close(video_model(image[:, :, None].repeat(1, 1, 8, 1, 1)), timm_model(image))
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # timm's bicubic table resize warns inside torch
 def test_original_layout_checkpoint_and_center_inflation_and_table_resize():
     timm_model = _timm_swin()
     sd = timm_model.state_dict()
@@ -145,7 +146,7 @@ def test_original_layout_checkpoint_and_center_inflation_and_table_resize():
 def test_state_dict_names_match_timm_swin_tiny():
     cfg = get_cfg()
     cfg.MODEL.ARCH, cfg.MODEL.NUM_CLASSES = "swin", 1000
-    with torch.device("meta"):  # names only: no need to allocate or initialise 2 x 28M parameters
+    with torch.device("meta"):  # names only: no need to allocate and initialise 2 x 28M parameters
         ours = set(build_model(cfg).state_dict())
         theirs = timm.create_model("swin_tiny_patch4_window7_224").state_dict()
     assert ours == {k.replace("head.fc.", "head.") for k in theirs}

@@ -56,15 +56,22 @@ def frame_index(frame: np.ndarray) -> int:
 
 
 def textured_frames(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
-    """(T, H, W, 3) uint8 moving colour pattern with mild noise: compresses like natural video."""
+    """(T, H, W, 3) uint8 moving colour pattern with mild noise: compresses like natural video.
+
+    One large pattern is computed once and each frame is a window sliding across it (a pan).
+    """
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    phase = rng.uniform(0, 2 * np.pi, size=3)
+    dy, dx = 2, 3  # pan speed in pixels per frame
+    big_h, big_w = height + dy * num_frames, width + dx * num_frames
+    yy, xx = np.mgrid[0:big_h, 0:big_w].astype(np.float32)
+    pattern = np.empty((big_h, big_w, 3), dtype=np.float32)
+    for c, phase in enumerate(rng.uniform(0, 2 * np.pi, size=3)):
+        pattern[..., c] = 127 + 100 * np.sin(xx / (9.0 + 4 * c) + phase) * np.cos(yy / (13.0 + c))
+    noise = rng.normal(0, 6, size=(height, width, 3)).astype(np.float32)
     frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
     for i in range(num_frames):
-        for c in range(3):
-            wave = np.sin((xx + 3.0 * i) / (9.0 + 4 * c) + phase[c]) * np.cos((yy - 2.0 * i) / (13.0 + c))
-            frames[i, :, :, c] = np.clip(127 + 100 * wave + rng.normal(0, 6, size=wave.shape), 0, 255)
+        window = pattern[dy * i : dy * i + height, dx * i : dx * i + width]
+        frames[i] = np.clip(window + np.roll(noise, 7 * i, axis=1), 0, 255)
     return frames
 
 

@@ -51,6 +51,7 @@ def parse_cli(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=20, help="timed iterations per model (default 20)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     parser.add_argument("--dtype", default="auto", help="auto (fp32 CPU, bf16 GPU), fp32, bf16 or fp16")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--no-speed", action="store_true", help="skip the throughput measurement")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--train-memory", action="store_true", help="also measure one AdamW training step")
@@ -145,15 +146,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "environment": {
             "torch": torch.__version__,
             "device": str(device),
-            "device_name": torch.cuda.get_device_name(device)
-            if device.type == "cuda"
-            else platform.processor(),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
             "cpu_threads": torch.get_num_threads(),
         },
         "overrides": args.opts,
         "models": entries,
         "ratios": ratios(entries),
     }
+
+
+def cpu_name() -> str:
+    """CPU model from /proc/cpuinfo (Linux); platform.processor() is often empty there."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
 def ratios(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -176,7 +185,12 @@ def ratios(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def render(report: dict[str, Any]) -> str:
     """Terminal form of the report."""
-    lines = [f"FLOPs convention: {report['convention']}; counted at batch 1 (one view), eval mode."]
+    env = report["environment"]
+    lines = [
+        f"FLOPs convention: {report['convention']}; counted at batch 1 (one view), eval mode.",
+        f"Environment: torch {env['torch']}, {env['device']} ({env['device_name']}), "
+        f"{env['cpu_threads']} CPU threads.",
+    ]
     summary = []
     for e in report["models"]:
         row = [
@@ -287,6 +301,8 @@ def plot_accuracy(report: dict[str, Any], results: list[tuple[str, float]], out:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_cli(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)  # memory children inherit it (see measure_memory)
     results = read_results(args.results, model_names([args.cfg_file] + args.compare))
     try:
         report = measure(args)

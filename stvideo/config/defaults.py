@@ -31,7 +31,7 @@ _C.DATA.PATH_LABEL_SEPARATOR = ""  # separator in csv lines; "" = detect (space,
 _C.DATA.NUM_FRAMES = 16  # frames per clip fed to the model
 _C.DATA.SAMPLING_RATE = 4  # stride between sampled frames (dense sampling)
 _C.DATA.TARGET_FPS = 30  # dense sampling stride is in frames at this fps (fps-aware)
-_C.DATA.SAMPLING = "auto"  # temporal sampling: dense, segment (TSN-style) or auto (dense Kinetics, segment SSv2)
+_C.DATA.SAMPLING = "auto"  # dense, segment (TSN-style) or auto (dense for Kinetics, segment for SSv2)
 _C.DATA.OUT_OF_BOUND = "loop"  # dense clips longer than the video: loop or repeat_last frame
 _C.DATA.TRAIN_JITTER_SCALES = [256, 320]  # short-side jitter range for training
 _C.DATA.TRAIN_JITTER_SCALES_RELATIVE = [0.08, 1.0]  # RandomResizedCrop area range; [] = short-side jitter
@@ -44,9 +44,8 @@ _C.DATA.RANDOM_FLIP = True  # random horizontal flip in training
 _C.DATA.FLIP_LABEL_MAP = ""  # optional json {label: flipped_label} for label-aware flip (SSv2)
 _C.DATA.INPUT_CHANNEL_NUM = 3  # input channels
 _C.DATA.DECODING_BACKEND = "decord"  # video decoder: decord or pyav
-_C.DATA.DECODE_SHORT_SIDE = 0  # train: resize on decode to this short side when > 0 (val/test: TEST_CROP_SIZE)
+_C.DATA.DECODE_SHORT_SIDE = 0  # train: resize on decode to this short side if > 0 (val/test: TEST_CROP_SIZE)
 _C.DATA.VIDEO_EXT = ".webm"  # SSv2: file extension appended to video ids
-_C.DATA.NUM_CLASSES_FROM_DATA = False  # reserved: MODEL.NUM_CLASSES is authoritative
 _C.DATA.MAX_CONSECUTIVE_FAILURES = 10  # training stops after this many undecodable samples in a row
 _C.DATA.NUM_RETRIES = 10  # other samples tried when one video fails to decode in training
 _C.DATA.SYNTH_GENERATE = True  # generate the synthetic benchmark into PATH_TO_DATA_DIR if it is empty
@@ -59,7 +58,7 @@ _C.SYNTH.NUM_TRAIN_PER_CLASS = 60  # training videos per class
 _C.SYNTH.NUM_VAL_PER_CLASS = 10  # validation videos per class
 _C.SYNTH.NUM_TEST_PER_CLASS = 20  # test videos per class
 _C.SYNTH.NUM_FRAMES = 32  # frames per generated video
-_C.SYNTH.SIZE = 64  # frame height and width of generated videos (pixels; even; not 16, 24, 48, 72: decord bug)
+_C.SYNTH.SIZE = 64  # frame side of generated videos (pixels; even; not 16/24/48/72: decord bug)
 _C.SYNTH.FPS = 30  # frame rate written into the video files
 _C.SYNTH.CODEC = "h264"  # h264 (mp4) or vp9 (webm)
 _C.SYNTH.SEED = 0  # generator seed: same seed, same videos
@@ -114,6 +113,7 @@ _C.VIT.MLP_RATIO = 4.0  # MLP hidden width / token width
 _C.VIT.PATCH_SIZE = 16  # spatial patch size p of a tube
 _C.VIT.TUBELET_SIZE = 2  # temporal size t of a tube
 _C.VIT.POS_EMBED = "joint"  # learned position embedding: joint (T*H*W table) or separable (T + H*W)
+_C.VIT.POS_EMBED_INIT = "sincos"  # position-embedding init: sincos (3D table) or trunc_normal (std 0.02)
 _C.VIT.CLS_TOKEN = True  # prepend a cls token
 _C.VIT.HEAD_POOL = "mean"  # classifier input: mean (of patch tokens) or cls
 _C.VIT.QKV_BIAS = True  # bias in the qkv projection
@@ -242,6 +242,7 @@ CHOICES = {
     "MODEL.PRETRAINED_INFLATE": ("center", "average"),
     "MODEL.PRETRAINED_FORMAT": ("auto", "timm", "videomae"),
     "VIT.POS_EMBED": ("joint", "separable"),
+    "VIT.POS_EMBED_INIT": ("sincos", "trunc_normal"),
     "VIT.HEAD_POOL": ("mean", "cls"),
     "STVIT.GRID_MODE": ("slice", "joint"),
     "STVIT.POOL": ("max", "avg"),

@@ -122,7 +122,7 @@ class VideoFile:
             try:
                 frames = self._vr.get_batch(unique.tolist()).asnumpy()
             except decord.DECORDError as e:
-                logger.warning("decord failed on %s (%s); decoding this file with PyAV", self.path, _short(e))
+                _log_fallback(self.path, _short(e))
                 self._vr = None
                 frames = self._pyav_frames(unique)
         else:
@@ -168,6 +168,17 @@ class VideoFile:
                 f"{self.path}: stream ended after {decoded} frames, needed frame {last} (truncated file?)"
             )
         return np.stack([out[i] for i in unique.tolist()])
+
+
+_fallback_logged: set[str] = set()
+
+
+def _log_fallback(path: str, reason: str) -> None:
+    """Warn about a decord -> PyAV fallback once per distinct reason and process, then at debug level."""
+    key = reason.split("] ", 1)[-1]  # drop decord's timestamp prefix
+    level = logging.DEBUG if key in _fallback_logged else logging.WARNING
+    _fallback_logged.add(key)
+    logger.log(level, "decord failed on %s (%s); decoding this file with PyAV", path, key)
 
 
 def _short(e: Exception) -> str:

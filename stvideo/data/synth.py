@@ -34,7 +34,7 @@ from fvcore.common.config import CfgNode
 logger = logging.getLogger(__name__)
 
 # Bump when the rendering changes, so an old cache is reported as different instead of silently reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 3
 META_FILE = "synth_meta.json"
 SPLITS = ("train", "val", "test")
 
@@ -76,7 +76,7 @@ def _actor_track(label: int, rng: np.random.Generator, t: np.ndarray, size: int)
     uniform angle, uniform length in [lmin, lmax], uniform colour index.
     """
     n = len(t)
-    lmin, lmax = 0.22 * size, 0.42 * size
+    lmin, lmax = 0.20 * size, 0.36 * size
     pos0 = rng.uniform(0, size, 2)
     theta0 = rng.uniform(0, 2 * np.pi)
     length0 = rng.uniform(lmin, lmax)
@@ -84,9 +84,9 @@ def _actor_track(label: int, rng: np.random.Generator, t: np.ndarray, size: int)
     # Draw every class's motion parameters for every video so the random stream (and thus the
     # static attributes and clutter) does not depend on the label.
     direction_jitter = rng.normal(0, np.deg2rad(10))
-    speed = rng.uniform(0.75, 1.5) * size / 64  # px / frame (0.75-1.5 at the default 64 px)
-    omega = np.deg2rad(rng.uniform(5.0, 10.0))  # rad / frame; <= 40 deg per 4-frame stride
-    grow_period = rng.uniform(12, 20)  # frames per sawtooth ramp
+    speed = rng.uniform(1.5, 2.5) * size / 64  # px / frame (1.5-2.5 at the default 64 px)
+    omega = np.deg2rad(rng.uniform(8.0, 14.0))  # rad / frame; <= 56 deg per 4-frame stride
+    grow_period = rng.uniform(10, 16)  # frames per sawtooth ramp
     grow_phase = rng.uniform()
     colour_period = rng.uniform(5, 8)  # frames per colour; > max stride 4 so order is never aliased
     colour_phase = rng.uniform()
@@ -128,8 +128,8 @@ class RenderedVideo(NamedTuple):
     """One rendered video: what gets encoded, plus what the actor is (for SSv2 labels and tests)."""
 
     frames: np.ndarray  # uint8 (T, H, W, 3) RGB
-    shape: str  # actor shape name, one of SHAPES
-    actor_coverage: np.ndarray  # float (T, H, W) in [0, 1]: how much of each pixel the actor covers
+    shape: str  # shape of the first actor (names the object in SSv2 labels), one of SHAPES
+    actor_coverage: np.ndarray  # float (T, H, W) in [0, 1]: how much of each pixel an actor covers
 
 
 def render_video(label: int, rng: np.random.Generator, num_frames: int, size: int) -> RenderedVideo:
@@ -147,18 +147,22 @@ def render_video(label: int, rng: np.random.Generator, num_frames: int, size: in
     # Background: grey texture with a per-video tint, plus fresh per-frame sensor noise.
     grey = rng.uniform(90, 150)
     tint = rng.normal(0, 10, 3)
-    texture = _smooth_noise(rng, size, 1, cutoff=0.12) * rng.uniform(12, 25)
+    texture = _smooth_noise(rng, size, 1, cutoff=0.12) * rng.uniform(6, 12)
     background = grey + tint + texture  # (H, W, 3) by broadcasting
-    frames = rng.standard_normal((num_frames, size, size, 3), dtype=np.float32) * 6
+    frames = rng.standard_normal((num_frames, size, size, 3), dtype=np.float32) * 4
     frames += background.astype(np.float32)
 
-    actor = _actor_track(label, rng, t, size)
-    shape = SHAPES[rng.integers(len(SHAPES))]
-    aspect = rng.uniform(0.3, 0.5)
+    # Several actors, each placed, shaped and coloured independently, all showing the class's
+    # dynamics: the cue is spread over many tokens instead of one small object (a lone actor left
+    # a from-scratch ViT at chance for thousands of steps), while any one frame stays uninformative.
+    num_actors = int(rng.integers(3, 6))
+    actors = [_actor_track(label, rng, t, size) for _ in range(num_actors)]
+    shapes = [SHAPES[rng.integers(len(SHAPES))] for _ in range(num_actors)]
+    aspects = rng.uniform(0.3, 0.5, num_actors)
     colours = _PALETTE + rng.normal(0, 12, (3, 3))
 
     # Distractors: small discs in any palette colour or white, turning at random (isotropic).
-    n_dis = int(rng.integers(3, 7))
+    n_dis = int(rng.integers(2, 5))
     d_pos0 = rng.uniform(0, size, (n_dis, 2))
     d_radius = rng.uniform(1.5, 3.0, n_dis) * size / 64  # sizes and speeds scale with the frame
     d_colour = np.concatenate([_PALETTE, [[235, 235, 235]]])[rng.integers(4, size=n_dis)]
@@ -184,26 +188,29 @@ def render_video(label: int, rng: np.random.Generator, num_frames: int, size: in
     for i in np.flatnonzero(~d_front):
         paint(disc_coverage(i), np.broadcast_to(d_colour[i], (num_frames, 3)))
 
-    # Actor: signed distance in its own frame (u along the long axis), anti-aliased 1-px edge.
-    dx = _torus_delta(xs[None], actor["pos"][:, 0, None, None], size)
-    dy = _torus_delta(ys[None], actor["pos"][:, 1, None, None], size)
-    cos, sin = np.cos(actor["theta"])[:, None, None], np.sin(actor["theta"])[:, None, None]
-    u, v = dx * cos + dy * sin, -dx * sin + dy * cos
-    half_l = actor["length"][:, None, None] / 2
-    half_w = half_l * aspect
-    if shape == "bar":
-        dist = np.maximum(np.abs(u) - half_l, np.abs(v) - half_w)
-    elif shape == "ellipse":
-        dist = (np.sqrt((u / half_l) ** 2 + (v / half_w) ** 2) - 1) * half_w
-    else:  # triangle: base at u = -half_l, tip at u = +half_l (so rotation sense is unambiguous)
-        slope = half_w / (2 * half_l)
-        dist = np.maximum(-half_l - u, (np.abs(v) - slope * (half_l - u)) / np.sqrt(1 + slope**2))
-    actor_coverage = np.clip(0.5 - dist, 0, 1)
-    paint(actor_coverage, colours[actor["colour"]])
+    # Actors: signed distance in each actor's own frame (u along its long axis), anti-aliased edge.
+    actor_coverage = np.zeros((num_frames, size, size), dtype=np.float64)
+    for actor, shape, aspect in zip(actors, shapes, aspects, strict=True):
+        dx = _torus_delta(xs[None], actor["pos"][:, 0, None, None], size)
+        dy = _torus_delta(ys[None], actor["pos"][:, 1, None, None], size)
+        cos, sin = np.cos(actor["theta"])[:, None, None], np.sin(actor["theta"])[:, None, None]
+        u, v = dx * cos + dy * sin, -dx * sin + dy * cos
+        half_l = actor["length"][:, None, None] / 2
+        half_w = half_l * aspect
+        if shape == "bar":
+            dist = np.maximum(np.abs(u) - half_l, np.abs(v) - half_w)
+        elif shape == "ellipse":
+            dist = (np.sqrt((u / half_l) ** 2 + (v / half_w) ** 2) - 1) * half_w
+        else:  # triangle: base at u = -half_l, tip at u = +half_l (so rotation sense is unambiguous)
+            slope = half_w / (2 * half_l)
+            dist = np.maximum(-half_l - u, (np.abs(v) - slope * (half_l - u)) / np.sqrt(1 + slope**2))
+        coverage = np.clip(0.5 - dist, 0, 1)
+        paint(coverage, colours[actor["colour"]])
+        actor_coverage = np.maximum(actor_coverage, coverage)
 
     for i in np.flatnonzero(d_front):
         paint(disc_coverage(i), np.broadcast_to(d_colour[i], (num_frames, 3)))
-    return RenderedVideo(np.clip(np.rint(frames), 0, 255).astype(np.uint8), shape, actor_coverage)
+    return RenderedVideo(np.clip(np.rint(frames), 0, 255).astype(np.uint8), shapes[0], actor_coverage)
 
 
 # --------------------------------------------------------------------------------------------- #

@@ -87,8 +87,8 @@ class Normalizer:
 
     Hand-written instead of ``v2.ToDtype`` + ``v2.Normalize`` for speed: those make three full-size
     float passes plus a layout copy to (C, T, H, W); here the uint8 -> float conversion happens in
-    the copy into the final layout and one fused in-place affine pass follows (benchmarks/data_loading.py:
-    3-4x faster on the 15-view test output).
+    the copy into the final layout and one in-place affine pass follows (measured: 1.4 s -> 0.5 s for
+    the 15 views of one 16x224 K400 test video).
     """
 
     def __init__(self, mean: list[float], std: list[float]):

@@ -41,6 +41,7 @@ def vit_kwargs(cfg: CfgNode) -> dict[str, Any]:
         attn_drop_rate=cfg.VIT.ATTN_DROP,
         layer_scale_init=cfg.VIT.LAYER_SCALE_INIT,
         pos_embed=cfg.VIT.POS_EMBED,
+        pos_embed_init=cfg.VIT.POS_EMBED_INIT,
         cls_token=cfg.VIT.CLS_TOKEN,
         head_pool=cfg.VIT.HEAD_POOL,
     )

@@ -171,7 +171,7 @@ class SemanticSwinStage(nn.Module):
                 n_sem += 1
             elif role == "restore":
                 out = self.run(restore_tokens, blk, saved.reshape(b, -1, c), sem.reshape(b, -1, c))
-                x, sem = out.view_as(saved), None
+                x, sem = out.view(saved.shape), None
                 unit += 1
         if sem is not None:  # STViT-local: the semantic tokens become the stage's feature map
             out_grid = [n * g for n, g in zip(nwin, sgrid, strict=True)]

@@ -308,7 +308,8 @@ class VideoSwin(nn.Module):
         self.num_classes = num_classes
         self.window_size = tuple(window_size)
         self.patch_embed = PatchEmbed3D(tuple(patch_size), in_chans, embed_dim)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        total = sum(depths)  # stochastic depth rising linearly over all blocks (plain floats: meta-safe)
+        dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         dims = [embed_dim * 2**i for i in range(len(depths))]
         self.layers = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(depths, num_heads, strict=True)):

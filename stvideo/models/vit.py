@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, LayerScale, Mlp, trunc_normal_
+from timm.layers import DropPath, LayerScale, Mlp, build_sincos2d_pos_embed, trunc_normal_
 from torch import Tensor, nn
 
 Grid = tuple[int, int, int]  # (T', H', W') token grid of the patch tokens
@@ -24,6 +24,28 @@ SIZES = {  # (embed_dim, depth, num_heads), as in DeiT / ViT
     "small": (384, 12, 6),
     "base": (768, 12, 12),
 }
+
+
+def sincos_1d(length: int, dim: int) -> Tensor:
+    """(length, dim) sin-cos table over one axis (frequencies as in the Transformer paper)."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float32) / (dim // 2))
+    angles = torch.arange(length, dtype=torch.float32)[:, None] * omega[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def sincos_3d(grid: Grid, dim: int) -> Tensor:
+    """(T*H*W, dim) sin-cos table: a quarter of the channels encode time, the rest (h, w) via timm.
+
+    timm only ships the 2D table, so the temporal part is added here; used to initialise the
+    learned position embeddings, which lets a from-scratch video ViT tell left from right and
+    before from after at step 0 (VideoMAE and MAE use fixed sin-cos tables for the same reason).
+    """
+    t, h, w = grid
+    spatial_dim = (3 * dim // 4) // 4 * 4  # timm's 2D table needs a multiple of 4
+    spatial = build_sincos2d_pos_embed([h, w], dim=spatial_dim)  # (H*W, spatial_dim)
+    temporal = sincos_1d(t, dim - spatial_dim)  # (T, dim - spatial_dim)
+    table = torch.cat([temporal[:, None].expand(t, h * w, -1), spatial[None].expand(t, h * w, -1)], dim=-1)
+    return table.reshape(t * h * w, dim)
 
 
 class TubeEmbed(nn.Module):
@@ -147,6 +169,7 @@ class VideoViT(nn.Module):
         attn_drop_rate: float = 0.0,
         layer_scale_init: float = 0.0,
         pos_embed: str = "joint",
+        pos_embed_init: str = "sincos",
         cls_token: bool = True,
         head_pool: str = "mean",
     ):
@@ -186,11 +209,32 @@ class VideoViT(nn.Module):
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes)
         self.apply(self._init_weights)
-        for p in (getattr(self, n, None) for n in ("pos_embed", "pos_embed_spatial", "pos_embed_temporal")):
-            if p is not None:
-                trunc_normal_(p, std=0.02)
+        self._init_pos_embed(pos_embed_init)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
+
+    @torch.no_grad()
+    def _init_pos_embed(self, how: str) -> None:
+        """``sincos``: 3D sin-cos table (cls position zero); ``trunc_normal``: std 0.02 (timm)."""
+        t, h, w = self.grid
+        if how == "trunc_normal":
+            for name in ("pos_embed", "pos_embed_spatial", "pos_embed_temporal"):
+                if hasattr(self, name):
+                    trunc_normal_(getattr(self, name), std=0.02)
+        elif how == "sincos":
+            if self.pos_embed_type == "joint":
+                self.pos_embed[0, self.num_prefix_tokens :] = sincos_3d(self.grid, self.embed_dim)
+            else:
+                table = sincos_3d(self.grid, self.embed_dim).view(t, h * w, -1)
+                spatial_dim = (3 * self.embed_dim // 4) // 4 * 4
+                self.pos_embed_spatial[0] = torch.cat(
+                    [torch.zeros(h * w, self.embed_dim - spatial_dim), table[0, :, -spatial_dim:]], 1
+                )
+                self.pos_embed_temporal[0] = torch.cat(
+                    [table[:, 0, : self.embed_dim - spatial_dim], torch.zeros(t, spatial_dim)], 1
+                )
+        else:
+            raise ValueError(f"unknown pos_embed_init {how!r}; use sincos or trunc_normal")
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
