@@ -245,6 +245,16 @@ def test_submit_cli_fails_before_submitting(tmp_path, capsys):
     assert not out.exists()  # nothing written, no snapshot, no job folder
 
 
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    """export_distributed_env() writes RANK/WORLD_SIZE/... into os.environ; never let them leak into
+    later tests (a leaked WORLD_SIZE makes every later run_net subprocess wait for absent ranks)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def _env(monkeypatch, values: dict[str, str]) -> None:
     for key in [k for k in os.environ if k.startswith(("SLURM_", "SUBMITIT_"))]:
         monkeypatch.delenv(key)

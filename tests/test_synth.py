@@ -82,7 +82,13 @@ def test_kinetics_layout_parses(datasets: dict[str, Path]) -> None:
             assert parts[:3] == ("videos", split, CLASS_NAMES[int(label)]) and path.endswith(".mp4")
             assert (root / path).is_file()
     meta = json.loads((root / "synth_meta.json").read_text())
-    assert meta["params"] == {**TINY, "codec": "h264", "seed": 0, "ssv2": True, "generator_version": GENERATOR_VERSION}
+    assert meta["params"] == {
+        **TINY,
+        "codec": "h264",
+        "seed": 0,
+        "ssv2": True,
+        "generator_version": GENERATOR_VERSION,
+    }
 
 
 def test_flip_map_is_an_involution_that_swaps_mirror_classes(datasets: dict[str, Path]) -> None:
