@@ -99,7 +99,9 @@ def reference(tmp_path_factory, synth_dir) -> Path:
 
 def _assert_same_training(out: Path, reference: Path) -> None:
     # DDP averages gradients over ranks instead of summing over one batch: equal up to float rounding.
-    assert _max_diff(_weights(out), _weights(reference)) < 1e-4
+    # Adam turns rounding noise in near-zero gradients into steps of up to ~lr (1e-3 here), so the bound
+    # is the learning rate; a wrong data split or a missed gradient all-reduce moves weights far more.
+    assert _max_diff(_weights(out), _weights(reference)) < 1e-3
     lines = [json.loads(x) for x in (out / "json_stats.log").read_text().splitlines()]
     assert [x["world_size"] for x in lines if x["_type"] == "run_info"][0] == 2
 
