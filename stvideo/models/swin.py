@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .build import MODEL_REGISTRY
+from .vit import VideoViT
 
 logger = logging.getLogger(__name__)
 
@@ -333,21 +334,11 @@ class VideoSwin(nn.Module):
         self.norm = nn.LayerNorm(self.num_features)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features, num_classes)
-        self.apply(self._init_weights)
+        self.apply(VideoViT._init_weights)  # same Linear / LayerNorm init as the ViT
 
     def make_stage(self, index: int, **kwargs) -> nn.Module:
         """Build stage ``index`` from :class:`SwinStage` arguments; token methods override this."""
         return SwinStage(**kwargs)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def no_weight_decay(self) -> set[str]:
         """Relative position tables are exempt from weight decay (timm optimizer factory reads this)."""
