@@ -153,7 +153,11 @@ def build_arg_parser(description: str = "stvideo") -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None, description: str = "stvideo") -> argparse.Namespace:
     """Parse the standard stvideo command line; ``args.opts`` holds all overrides in order."""
-    parser = build_arg_parser(description)
+    return parse_with_overrides(build_arg_parser(description), argv)
+
+
+def parse_with_overrides(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse with a parser that has positional ``overrides`` and ``--opts``; merge both into ``args.opts``."""
     args, extra = parser.parse_known_args(argv)
     # Trailing KEY VALUE pairs after other flags land in `extra`; keep them as overrides too.
     unknown_flags = [e for e in extra if e.startswith("--")]

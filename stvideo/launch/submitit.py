@@ -27,7 +27,7 @@ import submitit
 from fvcore.common.config import CfgNode
 
 from stvideo.config import load_config
-from stvideo.config.load import build_arg_parser, check_config
+from stvideo.config.load import build_arg_parser, check_config, parse_with_overrides
 
 # Trees a job needs; copied into the snapshot so edits to the checkout do not reach running jobs.
 SNAPSHOT_TREES = ("stvideo", "tools", "configs")
@@ -118,13 +118,7 @@ def build_submit_parser() -> argparse.ArgumentParser:
 
 def parse_submit_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the submit command line; ``args.opts`` holds all config overrides in order."""
-    parser = build_submit_parser()
-    args, extra = parser.parse_known_args(argv)
-    unknown_flags = [e for e in extra if e.startswith("--")]
-    if unknown_flags:
-        parser.error(f"unrecognized arguments: {' '.join(unknown_flags)}")
-    args.opts = list(args.overrides) + list(extra) + list(args.opts or [])
-    return args
+    return parse_with_overrides(build_submit_parser(), argv)
 
 
 def _pick(flag: Any, key: Any) -> Any:
