@@ -14,6 +14,7 @@ from torch import nn
 
 from stvideo.config import load_config
 from stvideo.models import build_model
+from stvideo.models.swin import VideoSwin
 from stvideo.models.vit import Attention, VideoViT
 from stvideo.utils.benchmark import MiB, benchmark_throughput, measure_memory, training_loss
 from stvideo.utils.flops import block_flops, count_flops, model_flops, vit_flops
@@ -254,3 +255,18 @@ def test_count_flops_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert text in printed
     with pytest.raises(SystemExit, match="no model named 'nope'"):
         tool.main([*argv[: argv.index("--results")], "--results", f"nope={metrics}"])
+
+
+def test_swin_layer_rows_count_every_window_and_zero_cost_window_ops() -> None:
+    """Windowed attention runs as (B, windows, N, C): rows must show all tokens of a clip, keys per window."""
+    model = VideoSwin(
+        num_classes=5, patch_size=(2, 4, 4), window_size=(2, 4, 4), embed_dim=16, depths=(2, 2),
+        num_heads=(1, 2),
+    ).eval()  # fmt: skip
+    report = model_flops(model, (2, 3, 4, 32, 32))  # tokens 2x8x8 = 128 in stage 0, 2x4x4 = 32 in stage 1
+    rows = {r.name: (r.query_tokens, r.key_tokens, r.mlp_tokens) for r in report.layers}
+    assert rows["layers.0.blocks.0"] == ([128], [32], [128])  # 4 windows of 2x4x4
+    assert rows["layers.0.blocks.1"] == ([128], [32], [128])  # shifted: same windows, masked
+    assert rows["layers.1.blocks.0"] == ([32], [32], [32])  # one window covers the stage
+    assert report.unsupported == {}  # shift-mask construction (meshgrid, masked_fill_) costs nothing
+    assert report.zero_cost_calls["aten::masked_fill_"] >= 1

@@ -103,6 +103,8 @@ _C.MODEL.PRETRAINED = ""  # path to a timm (image) or VideoMAE (video) checkpoin
 _C.MODEL.PRETRAINED_INFLATE = "center"  # 2D->3D patch-embedding inflation: center or average
 _C.MODEL.PRETRAINED_FORMAT = "auto"  # auto, timm or videomae
 _C.MODEL.ACT_CHECKPOINT = False  # activation checkpointing of transformer blocks
+_C.MODEL.PATCH_EMBED = "linear"  # tube embedding: linear (one Conv3d; loads timm) or conv (conv stem)
+_C.MODEL.STEM_WIDTH = 16  # conv stem: channels of its first conv, doubled by each further conv
 
 # Video ViT backbone (stvideo.models.vit)
 _C.VIT = CfgNode()
@@ -241,6 +243,7 @@ CHOICES = {
     "MODEL.SIZE": ("tiny", "small", "base"),
     "MODEL.PRETRAINED_INFLATE": ("center", "average"),
     "MODEL.PRETRAINED_FORMAT": ("auto", "timm", "videomae"),
+    "MODEL.PATCH_EMBED": ("linear", "conv"),
     "VIT.POS_EMBED": ("joint", "separable"),
     "VIT.POS_EMBED_INIT": ("sincos", "trunc_normal"),
     "VIT.HEAD_POOL": ("mean", "cls"),

@@ -44,6 +44,8 @@ def vit_kwargs(cfg: CfgNode) -> dict[str, Any]:
         pos_embed_init=cfg.VIT.POS_EMBED_INIT,
         cls_token=cfg.VIT.CLS_TOKEN,
         head_pool=cfg.VIT.HEAD_POOL,
+        patch_embed=cfg.MODEL.PATCH_EMBED,
+        stem_width=cfg.MODEL.STEM_WIDTH,
     )
 
 

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .build import MODEL_REGISTRY
+from .stem import tube_projection
 from .vit import VideoViT
 
 logger = logging.getLogger(__name__)
@@ -199,12 +200,22 @@ class PatchEmbed3D(nn.Module):
     """Non-overlapping 3D patches (Conv3d) + LayerNorm: (B, C, T, H, W) -> (B, T', H', W', D).
 
     Inputs that do not divide into patches are zero-padded at the end, as in Video Swin.
+    ``stem="conv"`` replaces the patchify Conv3d with the convolutional stem of ``stem.py``
+    (square, power-of-two spatial patches only).
     """
 
-    def __init__(self, patch_size: Size3, in_chans: int, embed_dim: int):
+    def __init__(
+        self, patch_size: Size3, in_chans: int, embed_dim: int, stem: str = "linear", stem_width: int = 16
+    ):
         super().__init__()
         self.patch_size = tuple(patch_size)
-        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
+        pt, ph, pw = self.patch_size
+        if stem == "linear":
+            self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
+        elif ph != pw:
+            raise ValueError(f"MODEL.PATCH_EMBED conv needs a square spatial patch, got {list(patch_size)}")
+        else:
+            self.proj = tube_projection(stem, in_chans, embed_dim, pt, ph, stem_width)
         self.norm = nn.LayerNorm(embed_dim)
 
     def forward(self, video: Tensor) -> Tensor:
@@ -298,6 +309,8 @@ class VideoSwin(nn.Module):
         drop_path_rate: float = 0.2,
         attn_drop_rate: float = 0.0,
         act_checkpoint: bool = False,
+        patch_embed: str = "linear",
+        stem_width: int = 16,
     ):
         super().__init__()
         if len(depths) != len(num_heads):
@@ -308,7 +321,7 @@ class VideoSwin(nn.Module):
             )
         self.num_classes = num_classes
         self.window_size = tuple(window_size)
-        self.patch_embed = PatchEmbed3D(tuple(patch_size), in_chans, embed_dim)
+        self.patch_embed = PatchEmbed3D(tuple(patch_size), in_chans, embed_dim, patch_embed, stem_width)
         total = sum(depths)  # stochastic depth rising linearly over all blocks (plain floats: meta-safe)
         dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         dims = [embed_dim * 2**i for i in range(len(depths))]
@@ -455,6 +468,8 @@ def swin_kwargs(cfg: CfgNode) -> dict:
         drop_path_rate=cfg.MODEL.DROP_PATH_RATE,
         attn_drop_rate=cfg.SWIN.ATTN_DROP,
         act_checkpoint=cfg.MODEL.ACT_CHECKPOINT,
+        patch_embed=cfg.MODEL.PATCH_EMBED,
+        stem_width=cfg.MODEL.STEM_WIDTH,
     )
 
 

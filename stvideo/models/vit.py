@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerScale, Mlp, build_sincos2d_pos_embed, trunc_normal_
 from torch import Tensor, nn
 
+from .stem import tube_projection
+
 Grid = tuple[int, int, int]  # (T', H', W') token grid of the patch tokens
 
 SIZES = {  # (embed_dim, depth, num_heads), as in DeiT / ViT
@@ -49,14 +51,25 @@ def sincos_3d(grid: Grid, dim: int) -> Tensor:
 
 
 class TubeEmbed(nn.Module):
-    """Cut a clip (B, C, T, H, W) into non-overlapping t x p x p tubes, one token each."""
+    """Cut a clip (B, C, T, H, W) into non-overlapping t x p x p tubes, one token each.
 
-    def __init__(self, in_chans: int, embed_dim: int, patch_size: int, tubelet_size: int):
+    ``stem="linear"`` projects each tube with one strided Conv3d (timm/VideoMAE layout);
+    ``stem="conv"`` uses a small convolutional stem with the same token grid (see ``stem.py``).
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        embed_dim: int,
+        patch_size: int,
+        tubelet_size: int,
+        stem: str = "linear",
+        stem_width: int = 16,
+    ):
         super().__init__()
         self.patch_size = patch_size
         self.tubelet_size = tubelet_size
-        kernel = (tubelet_size, patch_size, patch_size)
-        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=kernel, stride=kernel)
+        self.proj = tube_projection(stem, in_chans, embed_dim, tubelet_size, patch_size, stem_width)
 
     def forward(self, video: Tensor) -> tuple[Tensor, Grid]:
         _, _, t, h, w = video.shape
@@ -172,6 +185,8 @@ class VideoViT(nn.Module):
         pos_embed_init: str = "sincos",
         cls_token: bool = True,
         head_pool: str = "mean",
+        patch_embed: str = "linear",
+        stem_width: int = 16,
     ):
         super().__init__()
         if num_frames % tubelet_size or img_size % patch_size:
@@ -186,7 +201,7 @@ class VideoViT(nn.Module):
         self.num_prefix_tokens = 1 if cls_token else 0
         t, h, w = self.grid
 
-        self.patch_embed = TubeEmbed(in_chans, embed_dim, patch_size, tubelet_size)
+        self.patch_embed = TubeEmbed(in_chans, embed_dim, patch_size, tubelet_size, patch_embed, stem_width)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if cls_token else None
         self.pos_embed_type = pos_embed
         if pos_embed == "joint":  # timm layout: cls position first, then T*H*W patch positions

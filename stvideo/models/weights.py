@@ -162,6 +162,11 @@ def convert_state_dict(sd: dict[str, Tensor], model: nn.Module, fmt: str, inflat
         q, v = sd.pop(k), sd.pop(base + "v_bias")
         sd[base + "qkv.bias"] = torch.cat([q, torch.zeros_like(q), v])
         report.remapped.append(f"{base}q_bias+v_bias -> {base}qkv.bias")
+    if not isinstance(model.patch_embed.proj, nn.Conv3d):  # MODEL.PATCH_EMBED conv: nothing to map
+        for k in ("patch_embed.proj.weight", "patch_embed.proj.bias"):
+            if k in sd:
+                sd.pop(k)
+                report.dropped.append(f"{k} (model uses a conv stem)")
     if "patch_embed.proj.weight" in sd:
         pe = model.patch_embed
         sd["patch_embed.proj.weight"] = inflate_patch_embed(

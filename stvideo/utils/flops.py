@@ -25,6 +25,7 @@ from timm.layers import Mlp
 from timm.models.vision_transformer import Attention as TimmAttention
 from torch import Tensor, nn
 
+from stvideo.models.swin import WindowAttention3D
 from stvideo.models.vit import Attention
 
 with warnings.catch_warnings():  # fvcore.nn's __init__ jit-scripts a focal loss; torch 2.x warns on import
@@ -48,7 +49,8 @@ ZERO_COST_OPS: tuple[str, ...] = (
     # selection, sorting and data movement
     "aten::topk", "aten::sort", "aten::argsort", "aten::gather", "aten::scatter", "aten::scatter_",
     "aten::scatter_add", "aten::scatter_add_", "aten::index", "aten::index_select", "aten::index_put_",
-    "aten::index_add", "aten::index_add_", "aten::take_along_dim", "aten::masked_fill", "aten::repeat",
+    "aten::index_add", "aten::index_add_", "aten::take_along_dim", "aten::masked_fill", "aten::masked_fill_",
+    "aten::repeat", "aten::meshgrid",
     "aten::expand_as", "aten::clone", "aten::fill_", "aten::zero_", "aten::copy_", "aten::cat",
     "aten::stack", "aten::new_ones", "aten::ones_like", "aten::unflatten", "aten::flip", "aten::pad",
     "aten::clamp_min", "aten::clamp_max",
@@ -138,18 +140,31 @@ class VideoFlopCountAnalysis(FlopCountAnalysis):
         return super()._analyze()
 
 
-class _TokenRecorder:
-    """Forward hooks on attention and MLP modules recording how many tokens each call sees."""
+# Modules whose calls the per-layer table reports tokens for.
+ATTENTION_TYPES = (Attention, TimmAttention, WindowAttention3D)
 
-    def __init__(self, model: nn.Module):
+
+class _TokenRecorder:
+    """Forward hooks on attention and MLP modules recording how many tokens each call sees.
+
+    Query and MLP tokens are counted per clip (all windows of a windowed attention together, so a
+    Swin stage shows its whole token count); key tokens are the keys each query attends to.
+    """
+
+    def __init__(self, model: nn.Module, batch_size: int):
+        self.batch_size = batch_size
         self.attn: dict[str, list[tuple[int, int]]] = {}
         self.mlp: dict[str, list[int]] = {}
         self.handles = []
         for name, mod in model.named_modules():
-            if isinstance(mod, (Attention, TimmAttention)):
+            if isinstance(mod, ATTENTION_TYPES):
                 self.handles.append(mod.register_forward_hook(self._attn_hook(name), with_kwargs=True))
             elif isinstance(mod, Mlp):
                 self.handles.append(mod.register_forward_hook(self._mlp_hook(name)))
+
+    def _per_clip(self, x: Tensor) -> int:
+        # int(): under the JIT tracer sizes come back as 0-d tensors
+        return int(x.numel()) // int(x.shape[-1]) // self.batch_size
 
     def _attn_hook(self, name: str) -> Callable[..., None]:
         def hook(mod: nn.Module, args: tuple, kwargs: dict, out: Tensor) -> None:
@@ -158,14 +173,13 @@ class _TokenRecorder:
             if isinstance(mod, Attention):  # stvideo Attention(x, context=None, attn_mask=None)
                 context = args[1] if len(args) > 1 else kwargs.get("context")
             keys = x if context is None else context
-            # int(): under the JIT tracer sizes come back as 0-d tensors
-            self.attn.setdefault(name, []).append((int(x.shape[-2]), int(keys.shape[-2])))
+            self.attn.setdefault(name, []).append((self._per_clip(x), int(keys.shape[-2])))
 
         return hook
 
     def _mlp_hook(self, name: str) -> Callable[..., None]:
         def hook(mod: nn.Module, args: tuple, out: Tensor) -> None:
-            self.mlp.setdefault(name, []).append(int(args[0].shape[-2]))
+            self.mlp.setdefault(name, []).append(self._per_clip(args[0]))
 
         return hook
 
@@ -176,7 +190,7 @@ class _TokenRecorder:
 
 def _layer_modules(model: nn.Module) -> list[str]:
     """Module names for table rows: children, expanded until each holds at most one attention."""
-    attn_names = [n for n, m in model.named_modules() if isinstance(m, (Attention, TimmAttention))]
+    attn_names = [n for n, m in model.named_modules() if isinstance(m, ATTENTION_TYPES)]
 
     def rows(prefix: str, mod: nn.Module) -> list[str]:
         out = []
@@ -196,7 +210,8 @@ def count_flops(model: nn.Module, inputs: Tensor | tuple[Tensor, ...]) -> FlopRe
     One traced forward serves both the counts and the per-layer token counts.
     """
     analysis = VideoFlopCountAnalysis(model, inputs)
-    recorder = _TokenRecorder(model)
+    first = inputs[0] if isinstance(inputs, tuple) else inputs
+    recorder = _TokenRecorder(model, int(first.shape[0]))
     try:
         total = analysis.total()
     finally:
