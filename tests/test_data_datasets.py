@@ -401,3 +401,19 @@ def test_build_dataset_errors(kinetics_root):
         build_dataset(cfg, "train")
     with pytest.raises(ValueError, match="split"):
         build_dataset(cfg, "eval")
+
+
+def test_rand_augment_at_magnitude_zero_keeps_pixel_values():
+    """At magnitude 0 twelve of RandAugment's 14 ops are identities: the clip must come out unchanged
+    (RandAugment runs on float [0, 1] pixels, so a lost 0..255 rescale would show here)."""
+    plain = TrainTransform(tiny_cfg("/unused"))
+    cfg = tiny_cfg("/unused", AUG__ENABLE=True, AUG__RE_PROB=0.0)
+    cfg.AUG.AA_TYPE = "rand-m0-n1"
+    augmented = TrainTransform(cfg)
+    clip_in = torch.from_numpy(V.textured_frames(4, 40, 56, seed=5))
+    unchanged = 0
+    for seed in range(12):
+        a, b = plain(clip_in, 0, seed)[0], augmented(clip_in, 0, seed)[0]
+        assert (a - b).abs().mean() < 1.0  # autocontrast / equalize move values, never by the full range
+        unchanged += bool(torch.allclose(a, b, atol=1e-4))
+    assert unchanged >= 8
