@@ -405,7 +405,7 @@ def test_build_dataset_errors(kinetics_root):
 
 def test_rand_augment_at_magnitude_zero_keeps_pixel_values():
     """At magnitude 0 twelve of RandAugment's 14 ops are identities: the clip must come out unchanged
-    (RandAugment runs on float [0, 1] pixels, so a lost 0..255 rescale would show here)."""
+    (a dtype or value-range slip between RandAugment and the normaliser would show here)."""
     plain = TrainTransform(tiny_cfg("/unused"))
     cfg = tiny_cfg("/unused", AUG__ENABLE=True, AUG__RE_PROB=0.0)
     cfg.AUG.AA_TYPE = "rand-m0-n1"
