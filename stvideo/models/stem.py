@@ -35,7 +35,7 @@ class ConvStem3D(nn.Module):
         channels = in_chans
         for i in range(patch_size.bit_length() - 1):
             t_stride = tubelet_size if i == 0 else 1
-            # odd temporal kernel > stride, padded so that T divisible by the stride gives T / stride
+            # odd temporal kernel >= stride (3 up to stride 3), padded so that T / stride frames come out
             t_kernel = 2 * (t_stride // 2) + 1 if t_stride > 1 else 3
             out = width * 2**i
             layers += [
