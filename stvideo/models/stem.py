@@ -59,12 +59,15 @@ class ConvStem3D(nn.Module):
 
 
 def tube_projection(
-    kind: str, in_chans: int, embed_dim: int, tubelet_size: int, patch_size: int, width: int
+    kind: str, in_chans: int, embed_dim: int, patch: tuple[int, int, int], width: int
 ) -> nn.Module:
-    """The tube-embedding projection: ``linear`` (one strided Conv3d, loads timm weights) or ``conv``."""
+    """The tube-embedding projection for ``patch`` = (t, h, w): ``linear`` (one strided Conv3d, loads timm
+    weights) or ``conv`` (:class:`ConvStem3D`; square, power-of-two spatial patches)."""
     if kind == "linear":
-        kernel = (tubelet_size, patch_size, patch_size)
-        return nn.Conv3d(in_chans, embed_dim, kernel_size=kernel, stride=kernel)
+        return nn.Conv3d(in_chans, embed_dim, kernel_size=patch, stride=patch)
     if kind == "conv":
-        return ConvStem3D(in_chans, embed_dim, tubelet_size, patch_size, width)
+        t, h, w = patch
+        if h != w:
+            raise ValueError(f"MODEL.PATCH_EMBED conv needs a square spatial patch, got {list(patch)}")
+        return ConvStem3D(in_chans, embed_dim, t, h, width)
     raise ValueError(f"unknown MODEL.PATCH_EMBED {kind!r}; use linear or conv")

@@ -209,13 +209,7 @@ class PatchEmbed3D(nn.Module):
     ):
         super().__init__()
         self.patch_size = tuple(patch_size)
-        pt, ph, pw = self.patch_size
-        if stem == "linear":
-            self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
-        elif ph != pw:
-            raise ValueError(f"MODEL.PATCH_EMBED conv needs a square spatial patch, got {list(patch_size)}")
-        else:
-            self.proj = tube_projection(stem, in_chans, embed_dim, pt, ph, stem_width)
+        self.proj = tube_projection(stem, in_chans, embed_dim, self.patch_size, stem_width)
         self.norm = nn.LayerNorm(embed_dim)
 
     def forward(self, video: Tensor) -> Tensor:

@@ -69,7 +69,9 @@ class TubeEmbed(nn.Module):
         super().__init__()
         self.patch_size = patch_size
         self.tubelet_size = tubelet_size
-        self.proj = tube_projection(stem, in_chans, embed_dim, tubelet_size, patch_size, stem_width)
+        self.proj = tube_projection(
+            stem, in_chans, embed_dim, (tubelet_size, patch_size, patch_size), stem_width
+        )
 
     def forward(self, video: Tensor) -> tuple[Tensor, Grid]:
         _, _, t, h, w = video.shape
