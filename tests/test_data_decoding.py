@@ -47,7 +47,7 @@ def files(tmp_path_factory):
 def test_exact_frames_any_order(files, backend, name, frames, size):
     """Out-of-order, repeated indices (backward seeks included) return exactly those frames."""
     with VideoFile(str(files[name]), backend) as vf:
-        assert (vf.info.num_frames, vf.info.height, vf.info.width) == (frames, *size)
+        assert (vf.info.num_frames, *vf.frame_size) == (frames, *size)
         want = [frames - 1, 3, frames // 2, 3, 0, frames - 2]
         got = vf.get_frames(want)
     assert got.shape == (6, *size, 3) and got.dtype == np.uint8
