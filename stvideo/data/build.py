@@ -114,6 +114,7 @@ def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
         "video": torch.cat([it["video"] for it in items]),
         "label": torch.cat([it["label"] for it in items]),
         "index": torch.tensor([it["index"] for it in items]).repeat_interleave(k),
+        "erase": torch.cat([it["erase"] for it in items]),
         "skipped": torch.tensor([it["skipped"] for it in items]),
     }
 

@@ -119,12 +119,14 @@ class _LazyClip:
         """Write the pending table into the pixels."""
         if self.table is None:
             return
-        if self.table.shape[0] == 1:
-            out = _lookup(self.table[0], self.pixels)
-        else:
-            pairs = zip(self.pixels, self.table, strict=True)
-            planes = (plane.tobytes().translate(table.tobytes()) for plane, table in pairs)
-            out = np.frombuffer(bytearray().join(planes), np.uint8).reshape(self.pixels.shape)
+        # CPython's bytes.translate is a byte-to-byte table lookup in C, 2x faster than np.take (which
+        # widens every index to int64); plane by plane it is 2x faster again than on the whole clip
+        # (50 kB pieces come from the heap, one 2.4 MB result costs fresh pages; measured).
+        tables = [table.tobytes() for table in self.table]
+        if len(tables) == 1:
+            tables *= len(self.pixels)
+        planes = (plane.tobytes().translate(table) for plane, table in zip(self.pixels, tables, strict=True))
+        out = np.frombuffer(bytearray().join(planes), np.uint8).reshape(self.pixels.shape)
         self.pixels, self.table, self._hist = out, None, None
 
     def _current_histograms(self) -> np.ndarray:
@@ -235,16 +237,6 @@ class _LazyClip:
             pair = (frame[:, 1:-1, 1:-1].astype(np.uint16) << 8) | ((2 * total + 13) // 26).astype(np.uint16)
             out[t, :, 1:-1, 1:-1] = np.take(table, pair)
         self.pixels, self._hist = out.reshape(self.pixels.shape), None
-
-
-def _lookup(table: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """table[pixels] for a (256,) uint8 table, as a new writable array.
-
-    CPython's ``bytes.translate`` is a byte-to-byte table lookup in C: measured 2x faster than
-    ``np.take``, which first widens every uint8 index to int64.
-    """
-    out = bytearray(pixels.tobytes()).translate(table.tobytes())
-    return np.frombuffer(out, np.uint8).reshape(pixels.shape)
 
 
 def _blend(image1: torch.Tensor, image2: torch.Tensor, ratio: float) -> torch.Tensor:

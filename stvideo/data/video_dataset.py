@@ -2,10 +2,11 @@
 
 Items (see docs/data.md):
 
-* train / val: ``{"video": (C, T, H, W) float, "label": int, "index": int, "skipped": int}``; with
-  AUG.NUM_SAMPLE = k > 1 in training, ``video`` is ``(k, C, T, H, W)`` and ``label`` a (k,) tensor
-  (one decode, k augmentations; ``collate_train`` flattens them into the batch).
-* test: ``{"video": (V, C, T, H, W), "label", "index", "video_id"}`` with V = NUM_ENSEMBLE_VIEWS x
+* train / val: ``{"video": (C, T, H, W) uint8, "label": int, "index": int, "skipped": int}``, plus
+  ``"erase"`` (ERASE_FIELDS,) in training (the random-erasing box ``ClipPreprocessor`` fills on the
+  device); with AUG.NUM_SAMPLE = k > 1, ``video`` is ``(k, C, T, H, W)``, ``label`` a (k,) tensor and
+  ``erase`` (k, ERASE_FIELDS) (one decode, k augmentations; ``collate_train`` flattens them).
+* test: ``{"video": (V, C, T, H, W) uint8, "label", "index", "video_id"}`` with V = NUM_ENSEMBLE_VIEWS x
   NUM_SPATIAL_CROPS ordered temporal-major (view = t * S + s), all decoded in one pass; an undecodable
   test video gives ``{"index", "video_id", "path", "error"}`` instead (never a substitute).
 
@@ -101,7 +102,8 @@ class VideoDataset(Dataset):
     def empty_test_video(self) -> torch.Tensor:
         """A (0, V, C, T, S, S) tensor for a test batch whose videos all failed."""
         s = self.cfg.DATA.TEST_CROP_SIZE
-        return torch.empty(0, self.num_views, self.cfg.DATA.INPUT_CHANNEL_NUM, self.num_frames, s, s)
+        shape = (0, self.num_views, self.cfg.DATA.INPUT_CHANNEL_NUM, self.num_frames, s, s)
+        return torch.empty(shape, dtype=torch.uint8)
 
     # ------------------------------------------------------------------ index arithmetic
     def _open(self, path: str, short_side: int) -> VideoFile:
@@ -137,16 +139,22 @@ class VideoDataset(Dataset):
                 vf.get_frames(self.train_frame_indices(vf.info.num_frames, vf.info.fps, rng))
             )
         k = self.cfg.AUG.NUM_SAMPLE
-        clips, labels = [], []
+        clips, labels, erases = [], [], []
         for r in range(k):
-            clip, label = self.train_transform(
+            clip, label, erase = self.train_transform(
                 frames, s.label, sample_seed(seed, self.epoch, index, attempt, r)
             )
             clips.append(clip)
             labels.append(label)
+            erases.append(erase)
         if k == 1:
-            return {"video": clips[0], "label": labels[0], "index": index}
-        return {"video": torch.stack(clips), "label": torch.tensor(labels), "index": index}
+            return {"video": clips[0], "label": labels[0], "index": index, "erase": erases[0]}
+        return {
+            "video": torch.stack(clips),
+            "label": torch.tensor(labels),
+            "index": index,
+            "erase": torch.stack(erases),
+        }
 
     def _load_val(self, index: int) -> dict[str, Any]:
         s = self.samples[index]

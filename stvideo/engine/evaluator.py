@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from stvideo.data import build_loader
+from stvideo.data.preprocessor import ClipPreprocessor
 
 from .distributed import all_gather_objects, is_main_process
 
@@ -49,9 +50,13 @@ def aggregate_views(view_logits: Tensor, method: str) -> Tensor:
 
 @torch.inference_mode()
 def collect_view_logits(
-    model: nn.Module, loader: Any, device: torch.device, amp_dtype: torch.dtype | None
+    model: nn.Module,
+    loader: Any,
+    preprocess: ClipPreprocessor,
+    amp_dtype: torch.dtype | None,
 ) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
     """This rank's {index: {video_id, label, logits (V, K)}} and its skipped videos."""
+    device = preprocess.device
     model.eval()
     records: dict[int, dict[str, Any]] = {}
     skipped: list[dict[str, Any]] = []
@@ -62,7 +67,7 @@ def collect_view_logits(
             continue
         b, v = video.shape[:2]
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out = model(video.flatten(0, 1).to(device, non_blocking=True))
+            out = model(preprocess(video.flatten(0, 1)))
         logits = (out["logits"] if isinstance(out, dict) else out).float().view(b, v, -1).cpu()
         for i in range(b):
             idx = int(batch["index"][i])
@@ -122,9 +127,8 @@ def test_views(
         run_cfg.TEST.NUM_ENSEMBLE_VIEWS = n_clips
         run_cfg.freeze()
         t0 = time.perf_counter()
-        records, skipped = gather_records(
-            *collect_view_logits(model, build_loader(run_cfg, "test"), device, amp_dtype)
-        )
+        loader, preprocess = build_loader(run_cfg, "test"), ClipPreprocessor(cfg, device)
+        records, skipped = gather_records(*collect_view_logits(model, loader, preprocess, amp_dtype))
         num_views = n_clips * cfg.TEST.NUM_SPATIAL_CROPS
         by_method = {m: video_metrics(records, m)[0] for m in ("prob_mean", "logit_mean", "max")}
         metrics, scores, order = video_metrics(records, cfg.TEST.ENSEMBLE_METHOD)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from stvideo.data import build_loader
 from stvideo.data.mixup import build_mixup
+from stvideo.data.preprocessor import ClipPreprocessor
 from stvideo.utils.logging import memory_mb
 
 from . import checkpoint as ckpt
@@ -65,6 +66,7 @@ class Trainer:
         self.amp_dtype = autocast_dtype(cfg, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.mixup = build_mixup(cfg)
+        self.preprocess = ClipPreprocessor(cfg, device)
         self.soft_criterion = SoftTargetCrossEntropy()
         self.start_epoch = 0
         self.ckpt_dir = ckpt.checkpoint_dir(cfg.OUTPUT_DIR)
@@ -162,7 +164,7 @@ class Trainer:
             if it >= self.iters_per_epoch:
                 break
             t_data = time.perf_counter() - t_last
-            video = batch["video"].to(device, non_blocking=True)
+            video = self.preprocess(batch["video"], batch["erase"])
             label = batch["label"].to(device, non_blocking=True)
             skipped += int(batch["skipped"].sum()) if "skipped" in batch else 0
             target = label
@@ -230,7 +232,7 @@ class Trainer:
         sums = torch.zeros(4, device=self.device)  # loss*n, top1, top5, n
         t0 = time.perf_counter()
         for batch in self.val_loader:
-            video = batch["video"].to(self.device)
+            video = self.preprocess(batch["video"])
             label = batch["label"].to(self.device)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 logits = split_output(self.model(video))[0].float()
