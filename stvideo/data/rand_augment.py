@@ -78,6 +78,7 @@ class _LazyClip:
 
     # ------------------------------------------------------------------ dispatch
     def apply(self, op: str, magnitude: float) -> None:
+        """One RandAugment op with torchvision's magnitude convention (signed, already binned)."""
         if op == "Identity":
             return
         if op in _GEOMETRIC:
@@ -102,6 +103,7 @@ class _LazyClip:
             raise ValueError(f"RandAugment op {op!r} is not implemented for clips")
 
     def result(self) -> torch.Tensor:
+        """The augmented (T, 3, H, W) uint8 clip."""
         self._materialize()
         return torch.from_numpy(self.pixels.reshape(self.shape))
 
