@@ -3,7 +3,7 @@
 Data-loader workers hand over uint8 clips plus the random-erasing *parameters* of each clip; here
 they become normalised float clips and the boxes get their noise. A uint8 clip is a quarter of a
 float32 one through shared memory, pinned memory and the host-to-device copy, and the cast and the
-normalisation leave the workers (~3 ms of a 16x224 clip on one core). mmaction2's
+normalisation leave the workers (2-4 ms of a 16x224 clip on one core, measured). mmaction2's
 ``ActionDataPreprocessor`` and detectron2's in-model pixel normalisation make the same split.
 """
 

@@ -121,13 +121,14 @@ def test_views(
     clip_counts += [n for n in cfg.TEST.NUM_TEMPORAL_CLIPS if n not in clip_counts]
     by_clips: dict[str, Any] = {}
     main: dict[str, Any] = {}
+    preprocess = ClipPreprocessor(cfg, device)
     for n_clips in clip_counts:
         run_cfg = cfg.clone()
         run_cfg.defrost()
         run_cfg.TEST.NUM_ENSEMBLE_VIEWS = n_clips
         run_cfg.freeze()
         t0 = time.perf_counter()
-        loader, preprocess = build_loader(run_cfg, "test"), ClipPreprocessor(cfg, device)
+        loader = build_loader(run_cfg, "test")
         records, skipped = gather_records(*collect_view_logits(model, loader, preprocess, amp_dtype))
         num_views = n_clips * cfg.TEST.NUM_SPATIAL_CROPS
         by_method = {m: video_metrics(records, m)[0] for m in ("prob_mean", "logit_mean", "max")}
