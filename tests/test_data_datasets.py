@@ -12,7 +12,7 @@ import torch
 
 from stvideo.config.defaults import get_cfg
 from stvideo.data import build_loader
-from stvideo.data.build import DATASET_REGISTRY, ShardSampler, build_dataset
+from stvideo.data.build import DATASET_REGISTRY, ShardSampler, build_dataset, collate_eval
 from stvideo.data.kinetics import Kinetics, read_csv_annotations
 from stvideo.data.preprocessor import ClipPreprocessor
 from stvideo.data.ssv2 import SSv2, read_ssv2_annotations
@@ -106,10 +106,16 @@ def expected_crop(height, width, frame, top, left, size=32):
 # ---------------------------------------------------------------------------------------------- annotations
 def test_csv_separators_paths_with_spaces_and_header(tmp_path):
     f = tmp_path / "list.csv"
-    f.write_text("path,label\nx/a b.mp4,3\n\ny/c.mp4 4\nz/d e.mp4\t5\n/abs/f.mp4   6\n")
+    f.write_text(
+        "path,label\nx/a b.mp4,3\n\ny/c.mp4 4\nz/d e.mp4\t5\n/abs/f.mp4   6\n"
+        "v/clip, take 2.mp4 7\nw/g,h.mp4,8\n"
+    )
     assert read_csv_annotations(str(f)) == [
-        ("x/a b.mp4", 3), ("y/c.mp4", 4), ("z/d e.mp4", 5), ("/abs/f.mp4", 6)
+        ("x/a b.mp4", 3), ("y/c.mp4", 4), ("z/d e.mp4", 5), ("/abs/f.mp4", 6), ("v/clip, take 2.mp4", 7),
+        ("w/g,h.mp4", 8),
     ]  # fmt: skip
+    f.write_text("v/clip, take 2.mp4 7\n")  # a first line with a comma in its path is not a header
+    assert read_csv_annotations(str(f)) == [("v/clip, take 2.mp4", 7)]
     g = tmp_path / "semi.csv"
     g.write_text("a;b.mp4;7\n")
     assert read_csv_annotations(str(g), ";") == [("a;b.mp4", 7)]
@@ -202,7 +208,7 @@ def test_val_is_deterministic_centre_view(kinetics_root):
     first = ds[2]
     ds.set_epoch(3)
     again = ds[2]
-    assert first["video"].shape == (3, 4, 32, 32) and first["skipped"] == 0
+    assert first["video"].shape == (3, 4, 32, 32) and first["video_id"] == "videos/with space.mp4"
     assert torch.equal(first["video"], again["video"])
     got = pixels(first["video"])
     assert [V.frame_index(f) for f in got] == [14, 16, 18, 20]
@@ -321,6 +327,21 @@ def test_train_skips_bad_files_with_log(kinetics_root, caplog):
     for name in ("truncated.mp4", "empty.mp4", "page.mp4", "missing.mp4"):
         assert f"skipping undecodable train video {kinetics_root}/videos/{name}" in caplog.text
     assert sum(it["skipped"] for it in items) == caplog.text.count("skipping undecodable")
+
+
+def test_val_leaves_bad_videos_out_instead_of_substituting(kinetics_root, caplog):
+    ds = Kinetics(tiny_cfg(kinetics_root), "val", "bad")
+    with caplog.at_level(logging.WARNING, logger="stvideo.data"):
+        items = [ds[i] for i in range(len(ds))]
+    assert ["error" in it for it in items] == [False, True, True, True, True, False]
+    assert "val video videos/page.mp4" in caplog.text and "left out" in caplog.text
+    batch = collate_eval(items, ds.empty_eval_video())
+    assert batch["video_id"] == ["videos/a.mp4", "videos/b.mp4"] and batch["label"].tolist() == [0, 1]
+    assert batch["video"].shape == (2, 3, 4, 32, 32)
+    assert [s["video_id"] for s in batch["skipped"]] == [
+        "videos/truncated.mp4", "videos/empty.mp4", "videos/page.mp4", "videos/missing.mp4"
+    ]  # fmt: skip
+    assert collate_eval(items[1:3], ds.empty_eval_video())["video"].shape == (0, 3, 4, 32, 32)
 
 
 def test_consecutive_failures_stop_with_file_names(kinetics_root):

@@ -28,6 +28,8 @@ def files(tmp_path_factory):
         "truncated": V.write_truncated(d / "truncated.mp4", good),
         "empty": V.write_empty(d / "empty.mp4"),
         "not_video": V.write_not_video(d / "page.mp4"),
+        "audio_only": V.write_audio_only(d / "audio.mp4"),
+        "still_image": V.write_still_image(d / "photo.mp4"),
         "missing": d / "missing.mp4",
     }
 
@@ -96,11 +98,15 @@ def test_decord_failure_falls_back_to_pyav(files, caplog):
         ("empty", "file is empty"),
         ("not_video", "cannot open"),
         ("missing", "file not found"),
+        ("audio_only", "no video stream|cannot find video stream"),
+        ("still_image", "still image|cannot open"),
     ],
 )
-def test_bad_files_raise_decode_error_naming_the_file(files, backend, name, reason):
+@pytest.mark.parametrize("short_side", [0, 16])
+def test_bad_files_raise_decode_error_naming_the_file(files, backend, name, reason, short_side):
+    """With and without resize on decode (which probes the container first)."""
     with pytest.raises(DecodeError, match=reason) as e:
-        VideoFile(str(files[name]), backend)
+        VideoFile(str(files[name]), backend, short_side)
     assert str(files[name]) in str(e.value)
 
 

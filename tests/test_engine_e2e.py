@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from stvideo.engine import checkpoint as ckpt
 from stvideo.engine.trainer import NonFiniteLossError, Trainer
 from stvideo.models import build_model
 from stvideo.utils.logging import JsonStats
+from tests import videos as V
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_NET = str(REPO / "tools/run_net.py")
@@ -78,6 +81,47 @@ def test_train_then_test_writes_every_output(tmp_path, tiny_synth_opts):
     assert top1 == pytest.approx(metrics["top1"])
 
 
+def test_bad_videos_skipped_in_training_left_out_of_val_and_test(tmp_path, tiny_synth_opts):
+    """Three broken files in every split: training logs and counts each skip, val and test leave them
+    out of the metrics; two view counts are evaluated in one run."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth_opts[tiny_synth_opts.index("DATA.PATH_TO_DATA_DIR") + 1], data)
+    good = sorted((data / "videos" / "test").rglob("*.mp4"))[0]
+    (data / "broken").mkdir()
+    bad = [
+        V.write_truncated(data / "broken" / "cut.mp4", good),
+        V.write_empty(data / "broken" / "empty.mp4"),
+        V.write_not_video(data / "broken" / "page.mp4"),
+    ]
+    bad_ids = [f"broken/{p.name}" for p in bad]
+    for split in ("train", "val", "test"):
+        with open(data / f"{split}.csv", "a") as f:
+            f.writelines(f"{video_id} {i}\n" for i, video_id in enumerate(bad_ids))
+    out = tmp_path / "run"
+    opts = [*tiny_synth_opts, "DATA.PATH_TO_DATA_DIR", str(data), "OUTPUT_DIR", str(out)]
+    _run([*opts, "DATA.FLIP_LABEL_MAP", str(data / "flip_label_map.json"), "TEST.NUM_TEMPORAL_CLIPS", "[1]"])
+
+    stats, log = _stats(out), (out / "stdout.log").read_text()
+    train_skips = sum(s["skipped_videos"] for s in stats if s["_type"] == "train_epoch")
+    assert train_skips == log.count("skipping undecodable train video") > 0
+    vals = [s for s in stats if s["_type"] == "val"]
+    assert [(v["num_videos"], v["skipped_videos"]) for v in vals] == [(10, 3), (10, 3)]
+
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert metrics["num_videos"] == 10 and metrics["num_skipped"] == 3
+    assert [s["video_id"] for s in metrics["skipped_videos"]] == bad_ids
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 10 and not {p["video_id"] for p in preds} & set(bad_ids)
+    top1 = 100.0 * sum(p["top5_classes"][0] == p["label"] for p in preds) / len(preds)
+    assert top1 == pytest.approx(metrics["top1"])  # over the 10 decodable videos only
+    by_clips = metrics["by_num_temporal_clips"]
+    assert {k: (v["num_views"], v["num_videos"], v["num_skipped"]) for k, v in by_clips.items()} == {
+        "2": (6, 10, 3),
+        "1": (3, 10, 3),
+    }
+    assert by_clips["2"]["top1"] == metrics["top1"]
+
+
 def test_killed_run_resumes_to_identical_weights(tmp_path, tiny_synth_opts):
     """SIGKILL after epoch 1, AUTO_RESUME, compare with an uninterrupted run: bitwise equal."""
     opts = [*tiny_synth_opts, "SOLVER.MAX_EPOCH", "3", "TEST.ENABLE", "False"]
@@ -127,6 +171,35 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, tiny_synth_opts):
     assert good["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in good["model"].values())
     assert not (out / "checkpoints" / ckpt.periodic_name(2)).exists()
+
+
+def _validate_on_rank(rank: int, opts: list[str], init_file: str, out: str) -> None:
+    """One gloo rank: real DistributedDataParallel around the conv-stem ViT (BatchNorm buffers),
+    ``Trainer.validate`` once, its stats written to ``out/rank<r>.json``."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2, timeout=timedelta(seconds=60)
+    )
+    cfg = load_config(SYNTH_CFG, opts)
+    torch.manual_seed(0)
+    model = torch.nn.parallel.DistributedDataParallel(build_model(cfg))
+    stats = Trainer(cfg, model, torch.device("cpu"), JsonStats(out)).validate(0)
+    Path(out, f"rank{rank}.json").write_text(json.dumps(stats))
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_validation_with_a_rank_without_batches(tmp_path, tiny_synth_opts):
+    """1 val video on 2 ranks: rank 1 has no batch. Forwarding through DDP would broadcast the BatchNorm
+    buffers at rank 0's first forward, a collective rank 1 never joins."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth_opts[tiny_synth_opts.index("DATA.PATH_TO_DATA_DIR") + 1], data)
+    lines = (data / "val.csv").read_text().splitlines()
+    (data / "val.csv").write_text(lines[0] + "\n")
+    opts = [*tiny_synth_opts, "DATA.PATH_TO_DATA_DIR", str(data), "OUTPUT_DIR", str(tmp_path)]
+    opts += ["DATA.FLIP_LABEL_MAP", str(data / "flip_label_map.json"), "TRAIN.BATCH_SIZE", "2"]
+    assert load_config(SYNTH_CFG, opts).MODEL.PATCH_EMBED == "conv"  # has buffers
+    torch.multiprocessing.spawn(_validate_on_rank, (opts, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    a, b = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert a["num_videos"] == b["num_videos"] == 1 and a["top1"] == b["top1"]
 
 
 def test_ddp_two_processes_match_single_process(tmp_path, tiny_synth_opts):

@@ -5,7 +5,8 @@ frame ``i`` has a flat grey level ``level_of(i)`` in its left half, and its righ
 horizontal and vertical colour ramps (so spatial crop positions are visible in pixel values).
 Codecs: H.264 in mp4, VP9 in webm (both lossy, so levels are spaced ``LEVEL_STEP`` apart and
 read back by rounding).
-Also writes the broken inputs the data pipeline must survive: truncated, zero-length and non-video files.
+Also writes the broken inputs the data pipeline must survive: truncated, zero-length and non-video files,
+audio without video, and a still image under a video name.
 """
 
 from __future__ import annotations
@@ -147,4 +148,26 @@ def write_empty(path: str | Path) -> Path:
 def write_not_video(path: str | Path) -> Path:
     """A text file with a video name (e.g. an HTML error page saved as .mp4)."""
     Path(path).write_text("<html><body>403 Forbidden</body></html>\n" * 40)
+    return Path(path)
+
+
+def write_audio_only(path: str | Path, seconds: float = 1.0) -> Path:
+    """An mp4 with one AAC audio stream of silence and no video stream."""
+    rate = 16000
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=rate)
+        for i in range(int(seconds * rate) // 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = rate, i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return Path(path)
+
+
+def write_still_image(path: str | Path) -> Path:
+    """A JPEG under a video name (FFmpeg would read it as a one-frame video)."""
+    frame = av.VideoFrame.from_ndarray(np.full((32, 48, 3), 128, np.uint8), format="rgb24")
+    frame.to_image().save(str(path), format="JPEG")
     return Path(path)

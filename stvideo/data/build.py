@@ -106,7 +106,7 @@ class ShardSampler(Sampler[int]):
 
 
 def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack train/val items; repeated-augmentation items (k, C, T, H, W) are flattened to B*k clips."""
+    """Stack train items; repeated-augmentation items (k, C, T, H, W) are flattened to B*k clips."""
     if items[0]["video"].dim() == 4:
         return default_collate(items)
     k = items[0]["video"].shape[0]
@@ -119,8 +119,8 @@ def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def collate_test(items: list[dict[str, Any]], empty_video: torch.Tensor) -> dict[str, Any]:
-    """Stack decodable test videos; undecodable ones go to ``skipped`` (index, video_id, path, error)."""
+def collate_eval(items: list[dict[str, Any]], empty_video: torch.Tensor) -> dict[str, Any]:
+    """Stack decodable val/test videos; undecodable ones go to ``skipped`` (index, video_id, path, error)."""
     good = [it for it in items if "error" not in it]
     skipped = [{k: it[k] for k in ("index", "video_id", "path", "error")} for it in items if "error" in it]
     return {
@@ -137,12 +137,11 @@ def build_loader(cfg: CfgNode, split: str) -> DataLoader:
     dataset = build_dataset(cfg, split)
     rank, world = get_rank(), get_world_size()
     sampler = ShardSampler(dataset, rank, world, shuffle=split == "train", seed=cfg.RNG_SEED)
-    if split == "test":
-        batch_size = max(1, cfg.TEST.BATCH_SIZE // world)
-        collate = functools.partial(collate_test, empty_video=dataset.empty_test_video())
-    else:
-        batch_size = max(1, cfg.TRAIN.BATCH_SIZE // world)
+    batch_size = max(1, (cfg.TEST.BATCH_SIZE if split == "test" else cfg.TRAIN.BATCH_SIZE) // world)
+    if split == "train":
         collate = collate_train
+    else:
+        collate = functools.partial(collate_eval, empty_video=dataset.empty_eval_video())
     return DataLoader(
         dataset,
         batch_size=batch_size,

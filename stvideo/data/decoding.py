@@ -52,13 +52,22 @@ def _check_file(path: str) -> None:
         raise DecodeError(f"{path}: file is empty (0 bytes)")
 
 
+def _video_stream(container: av.container.InputContainer, path: str) -> av.video.stream.VideoStream:
+    """The first video stream; DecodeError when there is none or the file is a still image
+    (FFmpeg's image demuxers, ``image2`` and ``*_pipe``, read a JPEG as a one-frame video)."""
+    name = container.format.name
+    if name.startswith("image2") or name.endswith("_pipe"):
+        raise DecodeError(f"{path}: a still image ({name}), not a video")
+    if not container.streams.video:
+        raise DecodeError(f"{path}: no video stream")
+    return container.streams.video[0]
+
+
 def _probe(path: str) -> tuple[int, int]:
     """Stream (height, width) from the container header, without decoding a frame."""
     try:
         with av.open(path) as container:
-            if not container.streams.video:
-                raise DecodeError(f"{path}: no video stream")
-            ctx = container.streams.video[0].codec_context
+            ctx = _video_stream(container, path).codec_context
             return ctx.height, ctx.width
     except av.FFmpegError as e:
         raise DecodeError(f"{path}: cannot open ({e})") from e
@@ -144,7 +153,7 @@ class VideoFile:
         """Frame count from the container, or by counting packets (no decoding) when it is missing."""
         try:
             with av.open(self.path) as container:
-                stream = container.streams.video[0]
+                stream = _video_stream(container, self.path)
                 rate = stream.average_rate or stream.guessed_rate
                 fps = float(rate) if rate else 0.0
                 if stream.frames > 0:
@@ -161,7 +170,7 @@ class VideoFile:
         decoded = 0
         try:
             with av.open(self.path) as container:
-                stream = container.streams.video[0]
+                stream = _video_stream(container, self.path)
                 stream.thread_type = "AUTO"
                 stream.codec_context.thread_count = self.num_threads
                 for i, frame in enumerate(container.decode(stream)):

@@ -1,9 +1,10 @@
 """Kinetics-400/600/700 (and any dataset in the same layout) from ``{train,val,test}.csv`` lists.
 
 Each non-empty line is ``path label``, ``path,label`` or ``path<TAB>label``. The separator is
-DATA.PATH_LABEL_SEPARATOR, or detected per line when that is "" (tab, else comma, else the last
-run of whitespace), and the label is always the last field, so paths may contain spaces. A
-first line whose label is not an integer is taken as a header and skipped.
+DATA.PATH_LABEL_SEPARATOR, or detected per line when that is "" (the first of tab, comma and the
+last run of whitespace that leaves an integer label), and the label is always the last field, so
+paths may contain spaces and commas. A first line whose label is not an integer is taken as a
+header and skipped.
 """
 
 from __future__ import annotations
@@ -19,18 +20,28 @@ logger = logging.getLogger("stvideo.data")
 
 
 def split_line(line: str, separator: str = "") -> tuple[str, str]:
-    """(path, label text) of one annotation line, splitting at the last separator."""
+    """(path, label text) of one annotation line, splitting at the last separator.
+
+    Without ``separator``, the first of tab, comma and whitespace that leaves an integer label wins,
+    so ``clip, take 2.mp4 3`` is path ``clip, take 2.mp4``; a line where none does (a header) splits
+    at the first of them present.
+    """
     if separator:
         parts = line.rsplit(separator, 1)
-    elif "\t" in line:
-        parts = line.rsplit("\t", 1)
-    elif "," in line:
-        parts = line.rsplit(",", 1)
     else:
-        parts = line.rsplit(None, 1)
+        present = [line.rsplit(sep, 1) for sep in ("\t", ",", None) if sep is None or sep in line]
+        parts = next((p for p in present if len(p) == 2 and _is_int(p[1])), present[0])
     if len(parts) != 2 or not parts[0].strip():
         raise ValueError("expected 'path label', 'path,label' or 'path<TAB>label'")
     return parts[0].strip(), parts[1].strip()
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_csv_annotations(path: str, separator: str = "") -> list[tuple[str, int]]:

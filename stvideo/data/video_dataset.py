@@ -2,17 +2,19 @@
 
 Items (see docs/data.md):
 
-* train / val: ``{"video": (C, T, H, W) uint8, "label": int, "index": int, "skipped": int}``, plus
-  ``"erase"`` (ERASE_FIELDS,) in training (the random-erasing box ``ClipPreprocessor`` fills on the
-  device); with AUG.NUM_SAMPLE = k > 1, ``video`` is ``(k, C, T, H, W)``, ``label`` a (k,) tensor and
-  ``erase`` (k, ERASE_FIELDS) (one decode, k augmentations; ``collate_train`` flattens them).
-* test: ``{"video": (V, C, T, H, W) uint8, "label", "index", "video_id"}`` with V = NUM_ENSEMBLE_VIEWS x
-  NUM_SPATIAL_CROPS ordered temporal-major (view = t * S + s), all decoded in one pass; an undecodable
-  test video gives ``{"index", "video_id", "path", "error"}`` instead (never a substitute).
+* train: ``{"video": (C, T, H, W) uint8, "label": int, "index": int, "skipped": int, "erase"}``, where
+  ``erase`` (ERASE_FIELDS,) is the random-erasing box ``ClipPreprocessor`` fills on the device; with
+  AUG.NUM_SAMPLE = k > 1, ``video`` is ``(k, C, T, H, W)``, ``label`` a (k,) tensor and ``erase``
+  (k, ERASE_FIELDS) (one decode, k augmentations; ``collate_train`` flattens them).
+* val: ``{"video": (C, T, S, S) uint8, "label", "index", "video_id"}``, the centre view.
+* test: ``{"video": (V, C, T, S, S) uint8, "label", "index", "video_id"}`` with V = NUM_ENSEMBLE_VIEWS x
+  NUM_SPATIAL_CROPS ordered temporal-major (view = t * S + s), all decoded in one pass.
 
-A training or validation video that fails to decode is replaced by another sample (bounded retries,
-logged with its path on logger ``stvideo.data``, counted in ``skipped``); after
-DATA.MAX_CONSECUTIVE_FAILURES failures in a row a RuntimeError lists the files.
+A training video that fails to decode is replaced by another sample (bounded retries, logged with its
+path on logger ``stvideo.data``, counted in ``skipped``); after DATA.MAX_CONSECUTIVE_FAILURES failures in
+a row a RuntimeError lists the files. A val or test video is never substituted (that would score one
+video under another's label): it gives ``{"index", "video_id", "path", "error"}``, which ``collate_eval``
+lists and the metric leaves out.
 """
 
 from __future__ import annotations
@@ -99,10 +101,12 @@ class VideoDataset(Dataset):
         """Views per test video (temporal x spatial)."""
         return self.num_temporal_views * self.num_spatial_crops
 
-    def empty_test_video(self) -> torch.Tensor:
-        """A (0, V, C, T, S, S) tensor for a test batch whose videos all failed."""
+    def empty_eval_video(self) -> torch.Tensor:
+        """Video tensor of a val (0, C, T, S, S) or test (0, V, C, T, S, S) batch whose videos all failed."""
         s = self.cfg.DATA.TEST_CROP_SIZE
-        shape = (0, self.num_views, self.cfg.DATA.INPUT_CHANNEL_NUM, self.num_frames, s, s)
+        shape = (0, self.cfg.DATA.INPUT_CHANNEL_NUM, self.num_frames, s, s)
+        if self.mode == "test":
+            shape = (0, self.num_views, *shape[1:])
         return torch.empty(shape, dtype=torch.uint8)
 
     # ------------------------------------------------------------------ index arithmetic
@@ -161,7 +165,8 @@ class VideoDataset(Dataset):
         with self._open(s.path, self.cfg.DATA.TEST_CROP_SIZE) as vf:
             idx = self.test_frame_indices(vf.info.num_frames, vf.info.fps, 1)[0]
             frames = torch.from_numpy(vf.get_frames(idx))
-        return {"video": self.test_transform(frames[None])[0], "label": s.label, "index": index}
+        video = self.test_transform(frames[None])[0]
+        return {"video": video, "label": s.label, "index": index, "video_id": s.video_id}
 
     def load_test(self, index: int) -> dict[str, Any]:
         """All views of video ``index`` from one decode (raises DecodeError and friends on bad input)."""
@@ -173,29 +178,29 @@ class VideoDataset(Dataset):
         return {"video": views, "label": s.label, "index": index, "video_id": s.video_id}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if self.mode == "test":
-            try:
-                return self.load_test(index)
-            except DECODE_ERRORS as e:
-                s = self.samples[index]
-                reason = str(e).removeprefix(f"{s.path}: ")
-                logger.warning(
-                    "test video %s (%s) cannot be decoded, left out: %s", s.video_id, s.path, reason
-                )
-                return {"index": index, "video_id": s.video_id, "path": s.path, "error": str(e)}
-        return self._get_with_retries(index)
+        if self.mode == "train":
+            return self._get_with_retries(index)
+        try:
+            return self.load_test(index) if self.mode == "test" else self._load_val(index)
+        except DECODE_ERRORS as e:
+            s = self.samples[index]
+            reason = str(e).removeprefix(f"{s.path}: ")
+            logger.warning(
+                "%s video %s (%s) cannot be decoded, left out: %s", self.mode, s.video_id, s.path, reason
+            )
+            return {"index": index, "video_id": s.video_id, "path": s.path, "error": str(e)}
 
     def _get_with_retries(self, index: int) -> dict[str, Any]:
         d = self.cfg.DATA
         current = index
         for attempt in range(d.NUM_RETRIES + 1):
             try:
-                item = self._load_train(current, attempt) if self.mode == "train" else self._load_val(current)
+                item = self._load_train(current, attempt)
             except DECODE_ERRORS as e:
                 path = self.samples[current].path
                 self._failed_in_a_row.append(path)
                 reason = str(e).removeprefix(f"{path}: ")
-                logger.warning("skipping undecodable %s video %s: %s", self.mode, path, reason)
+                logger.warning("skipping undecodable train video %s: %s", path, reason)
                 if len(self._failed_in_a_row) >= d.MAX_CONSECUTIVE_FAILURES:
                     raise RuntimeError(self._too_many_failures_message()) from e
                 self._known_bad.add(current)
@@ -205,7 +210,7 @@ class VideoDataset(Dataset):
             item["skipped"] = attempt
             return item
         raise RuntimeError(
-            f"no decodable {self.mode} video after {d.NUM_RETRIES + 1} tries starting at index {index}; "
+            f"no decodable train video after {d.NUM_RETRIES + 1} tries starting at index {index}; "
             + self._too_many_failures_message()
         )
 

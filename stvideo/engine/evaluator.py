@@ -144,7 +144,10 @@ def test_views(
             skipped_videos=skipped,
             time_s=time.perf_counter() - t0,
         )
-        by_clips[str(n_clips)] = {k: metrics[k] for k in ("top1", "top5", "num_views", "by_ensemble_method")}
+        by_clips[str(n_clips)] = {
+            k: metrics[k]
+            for k in ("top1", "top5", "num_views", "num_videos", "num_skipped", "by_ensemble_method")
+        }
         if skipped:
             logger.warning(
                 "%d test videos could not be decoded and are excluded from the metrics: %s",

@@ -213,7 +213,7 @@ class Trainer:
         self._check_finite(window, epoch, window_start)
         loss_avg = all_reduce_mean(totals["loss"] / max(seen, 1))
         acc = all_reduce_mean(100.0 * totals["correct"] / max(seen, 1))
-        skipped_all = all_reduce_mean(torch.tensor(float(skipped))) * get_world_size()
+        skipped_all = all_reduce_mean(torch.tensor(float(skipped), device=device)) * get_world_size()
         return {
             "_type": "train_epoch",
             "epoch": epoch + 1,
@@ -227,19 +227,28 @@ class Trainer:
 
     @torch.inference_mode()
     def validate(self, epoch: int) -> dict[str, float]:
-        """Single centre view per video; loss and top-1/top-5 averaged over all ranks."""
-        self.model.eval()
-        sums = torch.zeros(4, device=self.device)  # loss*n, top1, top5, n
+        """Single centre view per video; loss and top-1/top-5 over all ranks, undecodable videos left out.
+
+        Runs the model outside DistributedDataParallel: DDP's first forward after a training step
+        broadcasts the buffers (BatchNorm statistics), a collective that a rank without val batches
+        (fewer videos than ranks, or a batch of undecodable videos) would never join.
+        """
+        model = ckpt.unwrap(self.model)
+        model.eval()
+        sums = torch.zeros(5, device=self.device)  # loss*n, top1, top5, n, skipped
         t0 = time.perf_counter()
         for batch in self.val_loader:
+            sums[4] += len(batch["skipped"])
+            if len(batch["label"]) == 0:
+                continue
             video = self.preprocess(batch["video"])
             label = batch["label"].to(self.device)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                logits = split_output(self.model(video))[0].float()
+                logits = split_output(model(video))[0].float()
             k = min(5, logits.shape[1])
             c1, c5 = topk_correct(logits, label, (1, k))
-            sums += torch.stack(
-                [F.cross_entropy(logits, label, reduction="sum"), c1, c5, torch.tensor(float(len(label)))]
+            sums[:4] += torch.stack(
+                [F.cross_entropy(logits, label, reduction="sum"), c1, c5, sums.new_tensor(len(label))]
             )
         sums = all_reduce_mean(sums) * get_world_size()
         n = max(float(sums[3]), 1.0)
@@ -250,6 +259,7 @@ class Trainer:
             "top1": 100.0 * float(sums[1]) / n,
             "top5": 100.0 * float(sums[2]) / n,
             "num_videos": int(sums[3]),
+            "skipped_videos": int(sums[4]),
             "time_s": time.perf_counter() - t0,
         }
 
