@@ -1,9 +1,11 @@
-"""ClipRandAugment must equal torchvision's v2.RandAugment bit for bit, op by op and chained."""
+"""ClipRandAugment must equal torchvision's v2.RandAugment bit for bit, op by op and chained; with clip
+statistics, torchvision's ops on the clip's frames stacked into one tall image."""
 
 import pytest
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
 
 from stvideo.data.rand_augment import _GEOMETRIC, _OPS, _SPACE, ClipRandAugment, _gather_map, _LazyClip
 
@@ -53,8 +55,81 @@ def test_chained_ops_equal_torchvision_randaugment():
         torch.manual_seed(seed)
         want = v2.RandAugment(num_ops=4, magnitude=7, num_magnitude_bins=11)(clip)
         torch.manual_seed(seed)
-        got = ClipRandAugment(num_ops=4, magnitude=7, num_magnitude_bins=11)(clip)
+        got = ClipRandAugment(num_ops=4, magnitude=7, num_magnitude_bins=11, clip_statistics=False)(clip)
         assert torch.equal(got, want), f"seed {seed}"
+
+
+_STATISTICS_OPS = ("AutoContrast", "Equalize", "Contrast")
+
+
+def _as_tall_image(clip: torch.Tensor) -> torch.Tensor:
+    """(T, 3, H, W) -> (3, T*H, W): the frames stacked vertically into one image."""
+    t, c, h, w = clip.shape
+    return clip.transpose(0, 1).reshape(c, t * h, w)
+
+
+class _TallImageStatistics(v2.RandAugment):
+    """Reference for clip statistics: torchvision's RandAugment with AutoContrast, Equalize and Contrast
+    run on the frames stacked into one tall image (the other ops act on each frame as usual)."""
+
+    def _apply_image_or_video_transform(self, image, transform_id, magnitude, interpolation, fill):
+        if transform_id not in _STATISTICS_OPS:
+            return super()._apply_image_or_video_transform(
+                image, transform_id, magnitude, interpolation, fill
+            )
+        t, c, h, w = image.shape
+        out = super()._apply_image_or_video_transform(
+            _as_tall_image(image), transform_id, magnitude, interpolation, fill
+        )
+        return out.reshape(c, t, h, w).transpose(0, 1)
+
+
+@pytest.mark.parametrize("shape", [(3, 37, 53), (4, 16, 24), (2, 5, 9)])
+def test_clip_statistics_ops_equal_torchvision_on_the_tall_image(shape):
+    t, h, w = shape
+    clip = _clip(t, h, w, seed=h + w)
+    for op in _STATISTICS_OPS:
+        for magnitude in _magnitudes(op, h, w):
+            want = F.__dict__[
+                {"AutoContrast": "autocontrast", "Equalize": "equalize"}.get(op, "adjust_contrast")
+            ]
+            args = () if op != "Contrast" else (1.0 + magnitude,)
+            expected = want(_as_tall_image(clip), *args).reshape(3, t, h, w).transpose(0, 1)
+            state = _LazyClip(clip, clip_statistics=True)
+            state.apply(op, magnitude)
+            assert torch.equal(state.result(), expected), f"{op} at {magnitude} on {shape}"
+
+
+def test_chained_clip_statistics_equal_the_tall_image_reference():
+    """Pending tables before a statistics op are seen through, summed over frames, 200 seeds."""
+    for seed in range(200):
+        clip = _clip(3, 40, 56, seed)
+        torch.manual_seed(seed)
+        want = _TallImageStatistics(num_ops=4, magnitude=7, num_magnitude_bins=11)(clip)
+        torch.manual_seed(seed)
+        got = ClipRandAugment(num_ops=4, magnitude=7, num_magnitude_bins=11, clip_statistics=True)(clip)
+        assert torch.equal(got, want), f"seed {seed}"
+
+
+@pytest.mark.parametrize("clip_statistics", [True, False])
+def test_clip_statistics_give_every_frame_the_same_tone_curve(clip_statistics):
+    """A clip that brightens over time (frame t = frame 0 + 40 t): with clip statistics an input value
+    of a channel maps to one output value in every frame, so the brightening survives; per-frame
+    statistics give each frame its own curve and flatten it (the torchvision / PySlowFast behaviour)."""
+    base = torch.randint(0, 128, (3, 24, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    clip = torch.stack([base + 40 * t for t in range(3)])
+    for op in _STATISTICS_OPS:
+        state = _LazyClip(clip, clip_statistics=clip_statistics)
+        state.apply(op, 0.5)
+        out = state.result()
+        one_curve = all(
+            len(set(zip(clip[:, c].flatten().tolist(), out[:, c].flatten().tolist(), strict=True)))
+            == len(set(clip[:, c].flatten().tolist()))
+            for c in range(3)
+        )
+        assert one_curve == clip_statistics, op
+        brightening = out[2].float().mean() - out[0].float().mean()
+        assert (brightening > 40) == clip_statistics or op == "Contrast", (op, float(brightening))
 
 
 def test_draws_the_same_random_numbers_as_torchvision():

@@ -79,6 +79,8 @@ _C.AUG = CfgNode()
 _C.AUG.ENABLE = False  # RandAugment + random erasing in training
 _C.AUG.NUM_SAMPLE = 1  # repeated augmentation: decode once, augment this many times
 _C.AUG.AA_TYPE = "rand-m7-n4-mstd0.5-inc1"  # timm RandAugment spec, same ops on every frame of a clip
+_C.AUG.RA_CLIP_STATISTICS = True  # RandAugment's AutoContrast/Equalize/Contrast use whole-clip statistics
+# (one tone curve for every frame); False: per-frame statistics, as torchvision / PySlowFast / VideoMAE
 _C.AUG.RE_PROB = 0.25  # random erasing probability (same box on every frame)
 
 _C.MIXUP = CfgNode()

@@ -35,16 +35,22 @@ class ClipRandAugment:
     """``v2.RandAugment(num_ops, magnitude, num_magnitude_bins)`` for a (T, 3, H, W) uint8 clip.
 
     Draws its ops from torch's global RNG exactly as torchvision does, so the same op and magnitude
-    hit every frame; AutoContrast, Equalize and Contrast use per-frame statistics, as in torchvision.
-    Default interpolation (nearest) and fill (0) only, which is what the training pipeline uses.
+    hit every frame. AutoContrast, Equalize and Contrast take their statistics over the whole clip
+    by default (``clip_statistics``), as if the frames were one tall image, so every frame gets the
+    same tone curve and changes of light over time survive; ``clip_statistics=False`` uses each
+    frame's own statistics, as ``v2.RandAugment`` on a frame batch and PySlowFast/VideoMAE's per-frame
+    ops do. Default interpolation (nearest) and fill (0) only, which is what the pipeline uses.
     """
 
-    def __init__(self, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31):
+    def __init__(
+        self, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31, clip_statistics: bool = True
+    ):
         if not 0 <= magnitude < num_magnitude_bins:
             raise ValueError(f"magnitude must be in [0, {num_magnitude_bins}), got {magnitude}")
         self.num_ops = num_ops
         self.magnitude = magnitude
         self.num_magnitude_bins = num_magnitude_bins
+        self.clip_statistics = clip_statistics
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
         """(T, 3, H, W) uint8 -> augmented (T, 3, H, W) uint8 (a new tensor)."""
@@ -53,7 +59,7 @@ class ClipRandAugment:
                 f"ClipRandAugment takes a (T, 3, H, W) uint8 clip, got {clip.dtype} {tuple(clip.shape)}"
             )
         height, width = clip.shape[-2:]
-        state = _LazyClip(clip)
+        state = _LazyClip(clip, self.clip_statistics)
         for _ in range(self.num_ops):
             op = _OPS[int(torch.randint(len(_OPS), ()))]
             magnitudes_fn, signed = _SPACE[op]
@@ -70,8 +76,9 @@ class ClipRandAugment:
 class _LazyClip:
     """Pixels (P = T*3 planes of H*W) plus a pending per-plane lookup table, applied when needed."""
 
-    def __init__(self, clip: torch.Tensor):
+    def __init__(self, clip: torch.Tensor, clip_statistics: bool = False):
         self.shape = tuple(clip.shape)
+        self.clip_statistics = clip_statistics  # AutoContrast/Equalize/Contrast over all frames
         self.pixels = np.ascontiguousarray(clip.numpy()).reshape(self.shape[0] * 3, -1)
         self.table: np.ndarray | None = None  # (1 or P, 256) uint8: current value of each pixel value
         self._hist: np.ndarray | None = None  # (P, 256) histogram of ``pixels``, cached
@@ -143,6 +150,15 @@ class _LazyClip:
         index = torch.from_numpy(np.broadcast_to(self.table, self._hist.shape).astype(np.int64))
         return hist.scatter_add_(1, index, torch.from_numpy(self._hist)).numpy()
 
+    def _statistics_histograms(self) -> np.ndarray:
+        """Current histograms per plane (P, 256), or per channel over all frames (3, 256)."""
+        hist = self._current_histograms()
+        return hist.reshape(self.shape[0], 3, 256).sum(0) if self.clip_statistics else hist
+
+    def _per_plane(self, tables: np.ndarray) -> np.ndarray:
+        """(P, 256) tables from per-plane ones, or from (3, 256) per-channel ones (same in every frame)."""
+        return np.tile(tables, (self.shape[0], 1)) if self.clip_statistics else tables
+
     def _clip(self) -> torch.Tensor:
         """The current clip, materialised, as a (T, 3, H, W) tensor view."""
         self._materialize()
@@ -169,12 +185,17 @@ class _LazyClip:
 
     # ------------------------------------------------------------------ ops with statistics
     def _autocontrast_tables(self) -> np.ndarray:
-        """torchvision's autocontrast_image formula as one table per plane (its per-plane min/max)."""
+        """torchvision's autocontrast_image formula as one table per plane (min/max of the plane, or of
+        its channel over the whole clip)."""
         if self.table is None:
             planes = torch.from_numpy(self.pixels)
-            minimum, maximum = planes.amin(1, keepdim=True), planes.amax(1, keepdim=True)
+            if self.clip_statistics:
+                planes = planes.view(self.shape[0], 3, -1)
+                minimum, maximum = planes.amin((0, 2)).unsqueeze(1), planes.amax((0, 2)).unsqueeze(1)
+            else:
+                minimum, maximum = planes.amin(1, keepdim=True), planes.amax(1, keepdim=True)
         else:
-            present = torch.from_numpy(self._current_histograms() > 0)
+            present = torch.from_numpy(self._statistics_histograms() > 0)
             minimum = torch.where(present, _VALUES, 255).amin(1, keepdim=True)
             maximum = torch.where(present, _VALUES, 0).amax(1, keepdim=True)
         minimum, maximum = minimum.to(torch.float32), maximum.to(torch.float32)
@@ -183,12 +204,12 @@ class _LazyClip:
         minimum[eq_idxs] = 0.0
         inv_scale[eq_idxs] = 1.0
         table = _VALUES.to(torch.float32).expand(minimum.shape[0], 256).sub(minimum)
-        return table.div_(inv_scale).clamp_(0, 255).to(torch.uint8).numpy()
+        return self._per_plane(table.div_(inv_scale).clamp_(0, 255).to(torch.uint8).numpy())
 
     def _equalize_tables(self) -> np.ndarray:
         """torchvision's equalize_image (PIL's scheme) as one table per plane, from the histograms."""
-        hist = torch.from_numpy(self._current_histograms())
-        num_pixels = self.pixels.shape[1]
+        hist = torch.from_numpy(self._statistics_histograms())
+        num_pixels = self.pixels.shape[1] * (self.shape[0] if self.clip_statistics else 1)
         cum_hist = hist.cumsum(dim=-1)
         index = cum_hist.argmax(dim=-1, keepdim=True)
         step = (num_pixels - hist.gather(dim=-1, index=index)).div_(255, rounding_mode="floor")
@@ -196,17 +217,21 @@ class _LazyClip:
         cum_hist = cum_hist[..., :-1].add_(step // 2)
         cum_hist = cum_hist.div_(step.clamp(min=1), rounding_mode="floor").clamp_(0, 255)
         table = torch.cat([torch.zeros_like(step), cum_hist], dim=-1).to(torch.uint8)
-        return torch.where(valid, table, _VALUES).numpy()
+        return self._per_plane(torch.where(valid, table, _VALUES).numpy())
 
     def _grey(self) -> torch.Tensor:
         """(T, 1, H, W) uint8 grey of the current clip: torchvision's floor(0.2989 R + 0.587 G + 0.114 B)."""
         return F.rgb_to_grayscale(self._clip())
 
     def _contrast_tables(self, factor: float) -> np.ndarray:
-        """Blend with each frame's mean grey value (torchvision's adjust_contrast), one table per frame."""
-        mean = torch.mean(self._grey().to(torch.float32), dim=(-3, -2, -1)).unsqueeze(1)  # (T, 1)
+        """Blend with the mean grey value (torchvision's adjust_contrast): one table for the clip (its
+        frames as one tall image), or one per frame."""
+        grey = self._grey().to(torch.float32)
+        if self.clip_statistics:
+            grey = grey.view(1, -1, self.shape[-1])  # the tall image, reduced as torchvision would
+        mean = torch.mean(grey, dim=(-3, -2, -1)).reshape(-1, 1)  # (T or 1, 1)
         table = _blend(_VALUES.expand(mean.shape[0], 256), mean, factor)
-        return table.repeat_interleave(3, dim=0).numpy()
+        return table.numpy() if self.clip_statistics else table.repeat_interleave(3, dim=0).numpy()
 
     # ------------------------------------------------------------------ blends through 256x256 tables
     def _color(self, factor: float) -> None:

@@ -108,6 +108,7 @@ class TrainTransform:
         self.flip = d.RANDOM_FLIP and allow_flip
         self.flip_map = load_flip_label_map(d.FLIP_LABEL_MAP)
         self.rand_augment = parse_rand_augment(cfg.AUG.AA_TYPE) if cfg.AUG.ENABLE else None
+        self.clip_statistics = cfg.AUG.RA_CLIP_STATISTICS
         self.erasing = ErasingSampler(cfg.AUG.RE_PROB if cfg.AUG.ENABLE else 0.0)
 
     def __call__(self, frames: torch.Tensor, label: int, seed: int) -> tuple[torch.Tensor, int, torch.Tensor]:
@@ -127,7 +128,7 @@ class TrainTransform:
                     magnitude = min(
                         10, max(0, round(float(torch.normal(float(magnitude), ra.magnitude_std, ()))))
                     )
-                x = ClipRandAugment(num_ops=ra.num_ops, magnitude=magnitude, num_magnitude_bins=11)(x)
+                x = ClipRandAugment(ra.num_ops, magnitude, 11, self.clip_statistics)(x)
             erase = self.erasing(x)
         return to_channels_first(x), label, erase
 
