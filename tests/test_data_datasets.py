@@ -215,6 +215,55 @@ def test_val_is_deterministic_centre_view(kinetics_root):
     assert np.abs(got[0] - expected_crop(32, 64, 14, 0, 16)).mean() < 3.0
 
 
+@pytest.fixture(scope="module")
+def frame_rate_root(tmp_path_factory):
+    """Indexed mp4s at 15 and 60 fps (36 frames) and a variable-rate one (30 frames, ~29.03 fps average)."""
+    root = tmp_path_factory.mktemp("rates")
+    V.write_indexed_video(root / "fps15.mp4", 36, 32, 48, "h264", fps=15)
+    V.write_indexed_video(root / "fps60.mp4", 36, 32, 48, "h264", fps=60)
+    V.write_vfr_video(root / "vfr.mp4", 30, 32, 48)
+    for split in ("train", "val"):
+        (root / f"{split}.csv").write_text("fps15.mp4 0\nfps60.mp4 1\nvfr.mp4 2\n")
+    return root
+
+
+# SAMPLING_RATE 2 at TARGET_FPS 30: stride 1 at 15 fps, 4 at 60 fps, 2 * 29.03 / 30 = 1.94 for the VFR file.
+RATE_OFFSETS = {"fps15.mp4": [0, 1, 2, 3], "fps60.mp4": [0, 4, 8, 12], "vfr.mp4": [0, 1, 3, 5]}
+RATE_START_RANGE = {"fps15.mp4": 32, "fps60.mp4": 23, "vfr.mp4": 24}  # frames - span
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_dense_sampling_follows_the_frame_rate(frame_rate_root, backend):
+    """Val centre clips (start = floor(range / 2)) and training clips read back from the decoded pixels."""
+    cfg = tiny_cfg(frame_rate_root, DATA__DECODING_BACKEND=backend)
+    val = Kinetics(cfg, "val")
+    got = {val.samples[i].video_id: [V.frame_index(f) for f in pixels(val[i]["video"])] for i in range(3)}
+    assert got == {"fps15.mp4": [16, 17, 18, 19], "fps60.mp4": [11, 15, 19, 23], "vfr.mp4": [12, 13, 15, 17]}
+    train = Kinetics(cfg, "train")
+    starts = {name: set() for name in RATE_OFFSETS}
+    for epoch in range(4):
+        train.set_epoch(epoch)
+        for i in range(3):
+            name = train.samples[i].video_id
+            frames = [V.frame_index(f) for f in pixels(train[i]["video"])]
+            assert [f - frames[0] for f in frames] == RATE_OFFSETS[name], (name, frames)
+            assert 0 <= frames[0] <= RATE_START_RANGE[name]
+            starts[name].add(frames[0])
+    assert all(len(s) > 1 for s in starts.values()), starts  # the start is drawn, not fixed
+
+
+def test_segment_training_takes_one_frame_per_segment(ssv2_root):
+    """30 frames in 4 segments of 7.5: frame k lies in [7.5 k, 7.5 (k + 1)), drawn anew each epoch."""
+    ds = SSv2(tiny_cfg(ssv2_root), "train")
+    seen = set()
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        frames = [V.frame_index(f) for f in pixels(ds[0]["video"])]
+        assert all(7.5 * k <= f < 7.5 * (k + 1) for k, f in enumerate(frames)), frames
+        seen.add(tuple(frames))
+    assert len(seen) > 1
+
+
 # ---------------------------------------------------------------------------------------------- training
 def test_train_items_depend_only_on_seed_epoch_index(kinetics_root):
     """Same (seed, epoch, index): same clip in a fresh dataset and in any order; new epoch: new clip."""

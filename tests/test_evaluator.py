@@ -1,9 +1,13 @@
-"""Multi-view aggregation and cross-rank merging, on hand-made logits with known answers."""
+"""Multi-view aggregation and cross-rank merging (one process and two real gloo ranks), on hand-made
+logits with known answers."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from stvideo.engine.evaluator import aggregate_views, gather_records, topk_correct, video_metrics
 
@@ -52,3 +56,36 @@ def test_video_metrics_and_single_rank_gather():
     assert scores.shape == (2, 2)
     merged, skipped = gather_records(recs, [{"index": 5, "video_id": "c"}])
     assert sorted(merged) == [0, 1] and skipped == [{"index": 5, "video_id": "c"}]
+
+
+def _gather_on_rank(rank: int, init_file: str, out_dir: str, duplicate: bool) -> None:
+    """Rank 0 holds videos 0 and 2 (and skipped video 4), rank 1 holds video 1, or video 2 again."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    logits = torch.full((3, 2), float(rank))
+    mine = [0, 2] if rank == 0 else [2 if duplicate else 1]
+    records = {i: {"video_id": f"v{i}", "label": i % 2, "logits": logits} for i in mine}
+    skipped = [{"index": 4, "video_id": "v4"}] if rank == 0 else []
+    try:
+        merged, all_skipped = gather_records(records, skipped)
+        result = {"merged": sorted(merged), "first": merged[1 if not duplicate else 0]["logits"][0, 0].item()}
+        result["skipped"] = [s["video_id"] for s in all_skipped]
+    except RuntimeError as e:
+        result = {"error": str(e)}
+    Path(out_dir, f"{rank}.json").write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("duplicate", [False, True])
+def test_two_gloo_ranks_gather_by_index(tmp_path, duplicate):
+    """Uneven shards merge by dataset index on every rank; a video tested on two ranks is an error."""
+    torch.multiprocessing.start_processes(
+        _gather_on_rank,
+        args=(str(tmp_path / "init"), str(tmp_path), duplicate),
+        nprocs=2,
+        start_method="fork",
+    )
+    results = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)]
+    if duplicate:
+        assert all(r == {"error": "Video v2 (index 2) was tested on two ranks"} for r in results)
+    else:
+        assert all(r == {"merged": [0, 1, 2], "first": 1.0, "skipped": ["v4"]} for r in results)
