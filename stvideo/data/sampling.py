@@ -14,6 +14,12 @@ Two schemes (``DATA.SAMPLING``):
 Videos shorter than a clip never fail: out-of-range dense indices are looped (``loop``) or clamped
 to the last frame (``repeat_last``); segment sampling repeats frames when there are fewer frames
 than segments. All randomness comes from the ``numpy.random.Generator`` passed in.
+
+Hand-written rather than pytorchvideo's clip samplers (``pytorchvideo.data.clip_sampling``): those
+return start/end times in seconds, ``RandomClipSampler`` draws from Python's global ``random`` (not
+seedable per sample, so clips would depend on the worker layout), ``ConstantClipsPerVideoSampler``
+is stateful and starts view ``i`` at the left edge ``i / N`` of its slot, and there is no segment
+sampler. The decoders here take exact frame indices, which these functions return directly.
 """
 
 from __future__ import annotations
