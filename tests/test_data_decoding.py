@@ -24,6 +24,10 @@ def files(tmp_path_factory):
         "odd_webm": V.write_indexed_video(d / "odd.webm", 20, 35, 45, "vp9"),
         "portrait": V.write_indexed_video(d / "portrait.mp4", 20, 64, 40, "h264"),
         "vfr": V.write_vfr_video(d / "vfr.mp4", 30, 32, 40),
+        # As x264 codes real downloads: with B-frames, so decode order differs from display order.
+        "bframes": V.write_video(
+            d / "bframes.mp4", V.indexed_frames(36, 32, 64), gop=12, options={"bf": "3", "preset": "medium"}
+        ),
         "width48": V.write_indexed_video(d / "w48.mp4", 20, 32, 48, "h264"),
         "truncated": V.write_truncated(d / "truncated.mp4", good),
         "empty": V.write_empty(d / "empty.mp4"),
@@ -44,16 +48,21 @@ def files(tmp_path_factory):
         ("odd_webm", 20, (35, 45)),
         ("portrait", 20, (64, 40)),
         ("vfr", 30, (32, 40)),
+        ("bframes", 36, (32, 64)),
     ],
 )
 def test_exact_frames_any_order(files, backend, name, frames, size):
-    """Out-of-order, repeated indices (backward seeks included) return exactly those frames."""
+    """Out-of-order, repeated indices return exactly those frames; a second call seeks backwards
+    into an earlier group of pictures on the same open reader."""
     with VideoFile(str(files[name]), backend) as vf:
         assert (vf.info.num_frames, *vf.frame_size) == (frames, *size)
         want = [frames - 1, 3, frames // 2, 3, 0, frames - 2]
         got = vf.get_frames(want)
+        again = [frames // 2 + 1, 5, 1]
+        got_again = vf.get_frames(again)
     assert got.shape == (6, *size, 3) and got.dtype == np.uint8
     assert [V.frame_index(f) for f in got] == want
+    assert [V.frame_index(f) for f in got_again] == again
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
