@@ -16,6 +16,7 @@ import torch
 
 from stvideo.config import load_config
 from stvideo.engine import checkpoint as ckpt
+from stvideo.engine import evaluator
 from stvideo.engine.trainer import NonFiniteLossError, Trainer
 from stvideo.models import build_model
 from stvideo.utils.logging import JsonStats
@@ -120,6 +121,22 @@ def test_bad_videos_skipped_in_training_left_out_of_val_and_test(tmp_path, tiny_
         "1": (3, 10, 3),
     }
     assert by_clips["2"]["top1"] == metrics["top1"]
+
+
+def test_all_val_and_test_videos_undecodable_stops_with_a_clear_error(tmp_path, tiny_synth_opts):
+    """A wrong path prefix for val/test is a setup error, not a 0 % result."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth_opts[tiny_synth_opts.index("DATA.PATH_TO_DATA_DIR") + 1], data)
+    for split in ("val", "test"):
+        (data / f"{split}.csv").write_text("moved/a.mp4 0\nmoved/b.mp4 1\n")
+    opts = [*tiny_synth_opts, "DATA.PATH_TO_DATA_DIR", str(data), "OUTPUT_DIR", str(tmp_path / "out")]
+    cfg = load_config(SYNTH_CFG, [*opts, "DATA.FLIP_LABEL_MAP", str(data / "flip_label_map.json")])
+    model = build_model(cfg)
+    os.makedirs(cfg.OUTPUT_DIR)
+    with pytest.raises(RuntimeError, match="none of the 2 val videos could be decoded"):
+        Trainer(cfg, model, torch.device("cpu"), JsonStats(cfg.OUTPUT_DIR)).validate(0)
+    with pytest.raises(RuntimeError, match=r"none of the 2 test videos .*moved/a.mp4: file not found"):
+        evaluator.test_views(cfg, model, torch.device("cpu"))
 
 
 def test_killed_run_resumes_to_identical_weights(tmp_path, tiny_synth_opts):

@@ -130,6 +130,11 @@ def test_views(
         t0 = time.perf_counter()
         loader = build_loader(run_cfg, "test")
         records, skipped = gather_records(*collect_view_logits(model, loader, preprocess, amp_dtype))
+        if skipped and not records:
+            raise RuntimeError(
+                f"none of the {len(skipped)} test videos could be decoded, e.g. {skipped[0]['error']}; "
+                "check DATA.PATH_PREFIX / DATA.PATH_TO_DATA_DIR and run tools/check_videos.py"
+            )
         num_views = n_clips * cfg.TEST.NUM_SPATIAL_CROPS
         by_method = {m: video_metrics(records, m)[0] for m in ("prob_mean", "logit_mean", "max")}
         metrics, scores, order = video_metrics(records, cfg.TEST.ENSEMBLE_METHOD)

@@ -251,6 +251,11 @@ class Trainer:
                 [F.cross_entropy(logits, label, reduction="sum"), c1, c5, sums.new_tensor(len(label))]
             )
         sums = all_reduce_mean(sums) * get_world_size()
+        if sums[3] == 0 and sums[4] > 0:
+            raise RuntimeError(
+                f"none of the {int(sums[4])} val videos could be decoded (logger stvideo.data names them); "
+                "check DATA.PATH_PREFIX / DATA.PATH_TO_DATA_DIR and run tools/check_videos.py on val.csv"
+            )
         n = max(float(sums[3]), 1.0)
         return {
             "_type": "val",
