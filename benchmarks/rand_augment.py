@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
             )
 
         def clip_op(op: str = op, magnitude: float = magnitude) -> torch.Tensor:
-            state = _LazyClip(clip)
+            state = _LazyClip(clip, clip_statistics=False)
             state.apply(op, magnitude)
             return state.result()
 

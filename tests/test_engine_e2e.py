@@ -120,7 +120,6 @@ def test_bad_videos_skipped_in_training_left_out_of_val_and_test(tmp_path, tiny_
         "2": (6, 10, 3),
         "1": (3, 10, 3),
     }
-    assert by_clips["2"]["top1"] == metrics["top1"]
 
 
 def test_all_val_and_test_videos_undecodable_stops_with_a_clear_error(tmp_path, tiny_synth_opts):
@@ -199,14 +198,19 @@ def _validate_on_rank(rank: int, opts: list[str], init_file: str, out: str) -> N
     cfg = load_config(SYNTH_CFG, opts)
     torch.manual_seed(0)
     model = torch.nn.parallel.DistributedDataParallel(build_model(cfg))
+    statistics = [b for b in model.module.buffers() if b.is_floating_point()]
+    for buffer in statistics:  # as if each rank's BatchNorm had seen its own batches
+        buffer.fill_(1.0 + rank)
     stats = Trainer(cfg, model, torch.device("cpu"), JsonStats(out)).validate(0)
+    stats["buffer_values"] = sorted({v for b in statistics for v in b.flatten().tolist()})
     Path(out, f"rank{rank}.json").write_text(json.dumps(stats))
     torch.distributed.destroy_process_group()
 
 
 def test_ddp_validation_with_a_rank_without_batches(tmp_path, tiny_synth_opts):
     """1 val video on 2 ranks: rank 1 has no batch. Forwarding through DDP would broadcast the BatchNorm
-    buffers at rank 0's first forward, a collective rank 1 never joins."""
+    buffers at rank 0's first forward, a collective rank 1 never joins (a hang until the timeout).
+    Both ranks evaluate with rank 0's BatchNorm statistics, the ones a checkpoint saves."""
     data = tmp_path / "data"
     shutil.copytree(tiny_synth_opts[tiny_synth_opts.index("DATA.PATH_TO_DATA_DIR") + 1], data)
     lines = (data / "val.csv").read_text().splitlines()
@@ -216,7 +220,8 @@ def test_ddp_validation_with_a_rank_without_batches(tmp_path, tiny_synth_opts):
     assert load_config(SYNTH_CFG, opts).MODEL.PATCH_EMBED == "conv"  # has buffers
     torch.multiprocessing.spawn(_validate_on_rank, (opts, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     a, b = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
-    assert a["num_videos"] == b["num_videos"] == 1 and a["top1"] == b["top1"]
+    assert a["num_videos"] == b["num_videos"] == 1
+    assert a["buffer_values"] == b["buffer_values"] == [1.0]
 
 
 def test_ddp_two_processes_match_single_process(tmp_path, tiny_synth_opts):

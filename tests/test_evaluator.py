@@ -3,6 +3,7 @@ logits with known answers."""
 
 import json
 import math
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,9 @@ def test_video_metrics_and_single_rank_gather():
 
 def _gather_on_rank(rank: int, init_file: str, out_dir: str, duplicate: bool) -> None:
     """Rank 0 holds videos 0 and 2 (and skipped video 4), rank 1 holds video 1, or video 2 again."""
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2, timeout=timedelta(seconds=60)
+    )
     logits = torch.full((3, 2), float(rank))
     mine = [0, 2] if rank == 0 else [2 if duplicate else 1]
     records = {i: {"video_id": f"v{i}", "label": i % 2, "logits": logits} for i in mine}

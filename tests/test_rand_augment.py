@@ -42,7 +42,7 @@ def test_every_op_equals_torchvision(shape):
             want = reference._apply_image_or_video_transform(
                 clip, op, magnitude, interpolation=InterpolationMode.NEAREST, fill=reference._fill
             )
-            state = _LazyClip(clip)
+            state = _LazyClip(clip, clip_statistics=False)
             state.apply(op, magnitude)
             got = state.result()
             assert torch.equal(got, want), f"{op} at {magnitude} on {shape}"
@@ -128,8 +128,11 @@ def test_clip_statistics_give_every_frame_the_same_tone_curve(clip_statistics):
             for c in range(3)
         )
         assert one_curve == clip_statistics, op
-        brightening = out[2].float().mean() - out[0].float().mean()
-        assert (brightening > 40) == clip_statistics or op == "Contrast", (op, float(brightening))
+        brightening = float(out[2].float().mean() - out[0].float().mean())  # 80 before the op
+        if clip_statistics:
+            assert brightening > 40, (op, brightening)
+        elif op != "Contrast":  # a per-frame blend with each frame's own mean keeps the offsets
+            assert brightening < 40, (op, brightening)
 
 
 def test_draws_the_same_random_numbers_as_torchvision():

@@ -27,7 +27,8 @@ _C.DETERMINISTIC = True  # torch.use_deterministic_algorithms(warn_only) and cud
 _C.DATA = CfgNode()
 _C.DATA.PATH_TO_DATA_DIR = ""  # folder with train/val/test annotation files
 _C.DATA.PATH_PREFIX = ""  # joined onto relative video paths in the annotation files
-_C.DATA.PATH_LABEL_SEPARATOR = ""  # separator in csv lines; "" = detect (space, comma or tab)
+_C.DATA.PATH_LABEL_SEPARATOR = ""  # separator in csv lines; "" = per line, the first of tab, comma,
+# whitespace that leaves an integer label
 _C.DATA.NUM_FRAMES = 16  # frames per clip fed to the model
 _C.DATA.SAMPLING_RATE = 4  # stride between sampled frames (dense sampling)
 _C.DATA.TARGET_FPS = 30  # dense sampling stride is in frames at this fps (fps-aware)

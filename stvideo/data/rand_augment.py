@@ -9,8 +9,10 @@ Here every op is one of
 - a nearest-neighbour gather that is the same for every plane (ShearX/Y, TranslateX/Y, Rotate);
 - a 256x256 table over (pixel, grey or blurred pixel) for the blends (Color, Sharpness).
 Tables and gather maps are computed with torchvision's own kernels (applied to ``arange`` images)
-or its exact float32 formulas, so the result equals ``v2.RandAugment`` bit for bit when both draw
-from the same torch RNG state (tests/test_rand_augment.py runs both on many seeds and sizes).
+or its exact float32 formulas, so with per-frame statistics the result equals ``v2.RandAugment`` bit
+for bit when both draw from the same torch RNG state, and with whole-clip statistics (the default)
+it equals torchvision's ops on the frames stacked into one tall image (tests/test_rand_augment.py
+checks both on many seeds and sizes).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ _VALUES = torch.arange(256, dtype=torch.uint8)
 
 
 class ClipRandAugment:
-    """``v2.RandAugment(num_ops, magnitude, num_magnitude_bins)`` for a (T, 3, H, W) uint8 clip.
+    """torchvision's ``v2.RandAugment(num_ops, magnitude, num_magnitude_bins)`` for a (T, 3, H, W) uint8 clip.
 
     Draws its ops from torch's global RNG exactly as torchvision does, so the same op and magnitude
     hit every frame. AutoContrast, Equalize and Contrast take their statistics over the whole clip
@@ -76,7 +78,7 @@ class ClipRandAugment:
 class _LazyClip:
     """Pixels (P = T*3 planes of H*W) plus a pending per-plane lookup table, applied when needed."""
 
-    def __init__(self, clip: torch.Tensor, clip_statistics: bool = False):
+    def __init__(self, clip: torch.Tensor, clip_statistics: bool):
         self.shape = tuple(clip.shape)
         self.clip_statistics = clip_statistics  # AutoContrast/Equalize/Contrast over all frames
         self.pixels = np.ascontiguousarray(clip.numpy()).reshape(self.shape[0] * 3, -1)

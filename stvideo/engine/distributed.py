@@ -65,13 +65,27 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    """Mean of ``t`` over ranks (a copy; ``t`` itself is unchanged)."""
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum of ``t`` over ranks (a copy; ``t`` itself is unchanged). Counts stay exact, unlike a mean
+    times the world size in float32 (31 / 7 * 7 = 30.999998)."""
     if not is_dist():
         return t
     t = t.detach().clone()
     dist.all_reduce(t)
-    return t / get_world_size()
+    return t
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean of ``t`` over ranks (a copy; ``t`` itself is unchanged)."""
+    return all_reduce_sum(t) / get_world_size() if is_dist() else t
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics drift apart between ranks,
+    since each updates them from its own batches; the checkpoint holds rank 0's)."""
+    if is_dist():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, 0)
 
 
 def cleanup() -> None:

@@ -26,7 +26,7 @@ from stvideo.data.preprocessor import ClipPreprocessor
 from stvideo.utils.logging import memory_mb
 
 from . import checkpoint as ckpt
-from .distributed import all_reduce_mean, get_world_size, is_main_process
+from .distributed import all_reduce_mean, all_reduce_sum, broadcast_buffers, is_main_process
 from .evaluator import topk_correct
 from .optim import build_optimizer, build_scheduler
 
@@ -213,7 +213,7 @@ class Trainer:
         self._check_finite(window, epoch, window_start)
         loss_avg = all_reduce_mean(totals["loss"] / max(seen, 1))
         acc = all_reduce_mean(100.0 * totals["correct"] / max(seen, 1))
-        skipped_all = all_reduce_mean(torch.tensor(float(skipped), device=device)) * get_world_size()
+        skipped_all = all_reduce_sum(torch.tensor(float(skipped), device=device))
         return {
             "_type": "train_epoch",
             "epoch": epoch + 1,
@@ -234,6 +234,7 @@ class Trainer:
         (fewer videos than ranks, or a batch of undecodable videos) would never join.
         """
         model = ckpt.unwrap(self.model)
+        broadcast_buffers(model)  # evaluate rank 0's BatchNorm statistics, the ones checkpoints save
         model.eval()
         sums = torch.zeros(5, device=self.device)  # loss*n, top1, top5, n, skipped
         t0 = time.perf_counter()
@@ -250,7 +251,7 @@ class Trainer:
             sums[:4] += torch.stack(
                 [F.cross_entropy(logits, label, reduction="sum"), c1, c5, sums.new_tensor(len(label))]
             )
-        sums = all_reduce_mean(sums) * get_world_size()
+        sums = all_reduce_sum(sums)
         if sums[3] == 0 and sums[4] > 0:
             raise RuntimeError(
                 f"none of the {int(sums[4])} val videos could be decoded (logger stvideo.data names them); "
