@@ -203,14 +203,18 @@ def _validate_on_rank(rank: int, opts: list[str], init_file: str, out: str) -> N
         buffer.fill_(1.0 + rank)
     stats = Trainer(cfg, model, torch.device("cpu"), JsonStats(out)).validate(0)
     stats["buffer_values"] = sorted({v for b in statistics for v in b.flatten().tolist()})
+    for buffer in statistics:
+        buffer.fill_(1.0 + rank)
+    stats["test_videos"] = evaluator.test_views(cfg, model.module, torch.device("cpu"))["num_videos"]
+    stats["buffer_values_after_test"] = sorted({v for b in statistics for v in b.flatten().tolist()})
     Path(out, f"rank{rank}.json").write_text(json.dumps(stats))
     torch.distributed.destroy_process_group()
 
 
-def test_ddp_validation_with_a_rank_without_batches(tmp_path, tiny_synth_opts):
+def test_ddp_evaluation_rank_without_batches_and_rank0_statistics(tmp_path, tiny_synth_opts):
     """1 val video on 2 ranks: rank 1 has no batch. Forwarding through DDP would broadcast the BatchNorm
     buffers at rank 0's first forward, a collective rank 1 never joins (a hang until the timeout).
-    Both ranks evaluate with rank 0's BatchNorm statistics, the ones a checkpoint saves."""
+    Validation and testing use rank 0's BatchNorm statistics on both ranks (the ones a checkpoint saves)."""
     data = tmp_path / "data"
     shutil.copytree(tiny_synth_opts[tiny_synth_opts.index("DATA.PATH_TO_DATA_DIR") + 1], data)
     lines = (data / "val.csv").read_text().splitlines()
@@ -222,6 +226,8 @@ def test_ddp_validation_with_a_rank_without_batches(tmp_path, tiny_synth_opts):
     a, b = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert a["num_videos"] == b["num_videos"] == 1
     assert a["buffer_values"] == b["buffer_values"] == [1.0]
+    assert a["test_videos"] == b["test_videos"] == 10
+    assert a["buffer_values_after_test"] == b["buffer_values_after_test"] == [1.0]
 
 
 def test_ddp_two_processes_match_single_process(tmp_path, tiny_synth_opts):

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from stvideo.data import build_loader
 from stvideo.data.preprocessor import ClipPreprocessor
 
-from .distributed import all_gather_objects, is_main_process
+from .distributed import all_gather_objects, broadcast_buffers, is_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ def test_views(
     Rank 0 writes ``test_metrics.json`` and ``predictions.jsonl`` (configured view count,
     configured ensemble method) into OUTPUT_DIR and returns the metrics.
     """
+    broadcast_buffers(model)  # after DDP training each rank's BatchNorm statistics differ; use rank 0's
     clip_counts = [cfg.TEST.NUM_ENSEMBLE_VIEWS]
     clip_counts += [n for n in cfg.TEST.NUM_TEMPORAL_CLIPS if n not in clip_counts]
     by_clips: dict[str, Any] = {}
