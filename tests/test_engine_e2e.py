@@ -82,11 +82,19 @@ def test_train_then_test_writes_every_output(tmp_path, tiny_synth_opts):
     assert top1 == pytest.approx(metrics["top1"])
 
 
+def _copy_of_synth_data(tmp_path: Path, tiny_synth_opts: list[str]) -> tuple[Path, list[str]]:
+    """A private copy of the tiny synthetic dataset (for tests that edit its lists) and the overrides
+    pointing at it."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth_opts[tiny_synth_opts.index("DATA.PATH_TO_DATA_DIR") + 1], data)
+    opts = ["DATA.PATH_TO_DATA_DIR", str(data), "DATA.FLIP_LABEL_MAP", str(data / "flip_label_map.json")]
+    return data, [*tiny_synth_opts, *opts]
+
+
 def test_bad_videos_skipped_in_training_left_out_of_val_and_test(tmp_path, tiny_synth_opts):
     """Three broken files in every split: training logs and counts each skip, val and test leave them
     out of the metrics; two view counts are evaluated in one run."""
-    data = tmp_path / "data"
-    shutil.copytree(tiny_synth_opts[tiny_synth_opts.index("DATA.PATH_TO_DATA_DIR") + 1], data)
+    data, opts = _copy_of_synth_data(tmp_path, tiny_synth_opts)
     good = sorted((data / "videos" / "test").rglob("*.mp4"))[0]
     (data / "broken").mkdir()
     bad = [
@@ -99,8 +107,7 @@ def test_bad_videos_skipped_in_training_left_out_of_val_and_test(tmp_path, tiny_
         with open(data / f"{split}.csv", "a") as f:
             f.writelines(f"{video_id} {i}\n" for i, video_id in enumerate(bad_ids))
     out = tmp_path / "run"
-    opts = [*tiny_synth_opts, "DATA.PATH_TO_DATA_DIR", str(data), "OUTPUT_DIR", str(out)]
-    _run([*opts, "DATA.FLIP_LABEL_MAP", str(data / "flip_label_map.json"), "TEST.NUM_TEMPORAL_CLIPS", "[1]"])
+    _run([*opts, "OUTPUT_DIR", str(out), "TEST.NUM_TEMPORAL_CLIPS", "[1]"])
 
     stats, log = _stats(out), (out / "stdout.log").read_text()
     train_skips = sum(s["skipped_videos"] for s in stats if s["_type"] == "train_epoch")
@@ -124,12 +131,10 @@ def test_bad_videos_skipped_in_training_left_out_of_val_and_test(tmp_path, tiny_
 
 def test_all_val_and_test_videos_undecodable_stops_with_a_clear_error(tmp_path, tiny_synth_opts):
     """A wrong path prefix for val/test is a setup error, not a 0 % result."""
-    data = tmp_path / "data"
-    shutil.copytree(tiny_synth_opts[tiny_synth_opts.index("DATA.PATH_TO_DATA_DIR") + 1], data)
+    data, opts = _copy_of_synth_data(tmp_path, tiny_synth_opts)
     for split in ("val", "test"):
         (data / f"{split}.csv").write_text("moved/a.mp4 0\nmoved/b.mp4 1\n")
-    opts = [*tiny_synth_opts, "DATA.PATH_TO_DATA_DIR", str(data), "OUTPUT_DIR", str(tmp_path / "out")]
-    cfg = load_config(SYNTH_CFG, [*opts, "DATA.FLIP_LABEL_MAP", str(data / "flip_label_map.json")])
+    cfg = load_config(SYNTH_CFG, [*opts, "OUTPUT_DIR", str(tmp_path / "out")])
     model = build_model(cfg)
     os.makedirs(cfg.OUTPUT_DIR)
     with pytest.raises(RuntimeError, match="none of the 2 val videos could be decoded"):
@@ -199,14 +204,20 @@ def _validate_on_rank(rank: int, opts: list[str], init_file: str, out: str) -> N
     torch.manual_seed(0)
     model = torch.nn.parallel.DistributedDataParallel(build_model(cfg))
     statistics = [b for b in model.module.buffers() if b.is_floating_point()]
-    for buffer in statistics:  # as if each rank's BatchNorm had seen its own batches
-        buffer.fill_(1.0 + rank)
+
+    def drift_apart() -> None:  # as if each rank's BatchNorm had seen its own batches
+        for buffer in statistics:
+            buffer.fill_(1.0 + rank)
+
+    def values() -> list[float]:
+        return sorted({v for b in statistics for v in b.flatten().tolist()})
+
+    drift_apart()
     stats = Trainer(cfg, model, torch.device("cpu"), JsonStats(out)).validate(0)
-    stats["buffer_values"] = sorted({v for b in statistics for v in b.flatten().tolist()})
-    for buffer in statistics:
-        buffer.fill_(1.0 + rank)
+    stats["buffer_values"] = values()
+    drift_apart()
     stats["test_videos"] = evaluator.test_views(cfg, model.module, torch.device("cpu"))["num_videos"]
-    stats["buffer_values_after_test"] = sorted({v for b in statistics for v in b.flatten().tolist()})
+    stats["buffer_values_after_test"] = values()
     Path(out, f"rank{rank}.json").write_text(json.dumps(stats))
     torch.distributed.destroy_process_group()
 
@@ -215,12 +226,10 @@ def test_ddp_evaluation_rank_without_batches_and_rank0_statistics(tmp_path, tiny
     """1 val video on 2 ranks: rank 1 has no batch. Forwarding through DDP would broadcast the BatchNorm
     buffers at rank 0's first forward, a collective rank 1 never joins (a hang until the timeout).
     Validation and testing use rank 0's BatchNorm statistics on both ranks (the ones a checkpoint saves)."""
-    data = tmp_path / "data"
-    shutil.copytree(tiny_synth_opts[tiny_synth_opts.index("DATA.PATH_TO_DATA_DIR") + 1], data)
+    data, opts = _copy_of_synth_data(tmp_path, tiny_synth_opts)
     lines = (data / "val.csv").read_text().splitlines()
     (data / "val.csv").write_text(lines[0] + "\n")
-    opts = [*tiny_synth_opts, "DATA.PATH_TO_DATA_DIR", str(data), "OUTPUT_DIR", str(tmp_path)]
-    opts += ["DATA.FLIP_LABEL_MAP", str(data / "flip_label_map.json"), "TRAIN.BATCH_SIZE", "2"]
+    opts += ["OUTPUT_DIR", str(tmp_path), "TRAIN.BATCH_SIZE", "2"]
     assert load_config(SYNTH_CFG, opts).MODEL.PATCH_EMBED == "conv"  # has buffers
     torch.multiprocessing.spawn(_validate_on_rank, (opts, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     a, b = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))

@@ -70,8 +70,8 @@ def _gather_on_rank(rank: int, init_file: str, out_dir: str, duplicate: bool) ->
     skipped = [{"index": 4, "video_id": "v4"}] if rank == 0 else []
     try:
         merged, all_skipped = gather_records(records, skipped)
-        result = {"merged": sorted(merged), "first": merged[1 if not duplicate else 0]["logits"][0, 0].item()}
-        result["skipped"] = [s["video_id"] for s in all_skipped]
+        skipped_ids = [s["video_id"] for s in all_skipped]
+        result = {"merged": sorted(merged), "first": merged[1]["logits"][0, 0].item(), "skipped": skipped_ids}
     except RuntimeError as e:
         result = {"error": str(e)}
     Path(out_dir, f"{rank}.json").write_text(json.dumps(result))

@@ -5,7 +5,6 @@ import pytest
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as F
 
 from stvideo.data.rand_augment import _GEOMETRIC, _OPS, _SPACE, ClipRandAugment, _gather_map, _LazyClip
 
@@ -90,11 +89,10 @@ def test_clip_statistics_ops_equal_torchvision_on_the_tall_image(shape):
     clip = _clip(t, h, w, seed=h + w)
     for op in _STATISTICS_OPS:
         for magnitude in _magnitudes(op, h, w):
-            want = F.__dict__[
-                {"AutoContrast": "autocontrast", "Equalize": "equalize"}.get(op, "adjust_contrast")
-            ]
-            args = () if op != "Contrast" else (1.0 + magnitude,)
-            expected = want(_as_tall_image(clip), *args).reshape(3, t, h, w).transpose(0, 1)
+            reference = _TallImageStatistics()
+            expected = reference._apply_image_or_video_transform(
+                clip, op, magnitude, interpolation=InterpolationMode.NEAREST, fill=reference._fill
+            )
             state = _LazyClip(clip, clip_statistics=True)
             state.apply(op, magnitude)
             assert torch.equal(state.result(), expected), f"{op} at {magnitude} on {shape}"

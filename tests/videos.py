@@ -16,6 +16,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 LEVEL_STEP = 6  # grey-level distance between consecutive frame indices (survives lossy coding)
 LEVEL_BASE = 16  # grey level of frame 0 (kept away from black, where codecs clip)
@@ -168,6 +169,5 @@ def write_audio_only(path: str | Path, seconds: float = 1.0) -> Path:
 
 def write_still_image(path: str | Path) -> Path:
     """A JPEG under a video name (FFmpeg would read it as a one-frame video)."""
-    frame = av.VideoFrame.from_ndarray(np.full((32, 48, 3), 128, np.uint8), format="rgb24")
-    frame.to_image().save(str(path), format="JPEG")
+    Image.new("RGB", (48, 32), (128, 128, 128)).save(path, format="JPEG")
     return Path(path)
