@@ -172,7 +172,7 @@ def test_kinetics_test_views_exact_frames_and_crops(kinetics_root, backend):
 
 
 def test_portrait_crops_cover_height(kinetics_root):
-    """64x32 portrait: the three crops are top / centre / bottom (y = 0, 16, 32)."""
+    """64x32 portrait: the three crops are top / center / bottom (y = 0, 16, 32)."""
     ds = Kinetics(tiny_cfg(kinetics_root), "test", "test")
     item = ds[1]
     assert item["video"].shape == (6, 3, 4, 32, 32) and item["video_id"] == "videos/portrait.mp4"
@@ -198,12 +198,12 @@ def test_ssv2_test_views_are_different_frames(ssv2_root):
     item = ds[2]
     assert item["video"].shape == (3, 3, 4, 32, 32)
     assert (item["label"], item["video_id"]) == (2, "103")
-    got = [[V.frame_index(f) for f in pixels(v)] for v in item["video"]]  # centre crop x = 16
+    got = [[V.frame_index(f) for f in pixels(v)] for v in item["video"]]  # center crop x = 16
     assert got == [[1, 9, 16, 24], [3, 11, 18, 26], [5, 13, 20, 28]]
 
 
-def test_val_is_deterministic_centre_view(kinetics_root):
-    """Val = temporal centre clip (start 14) and centre crop, the same in every epoch."""
+def test_val_is_deterministic_center_view(kinetics_root):
+    """Val = temporal center clip (start 14) and center crop, the same in every epoch."""
     ds = Kinetics(tiny_cfg(kinetics_root), "val")
     first = ds[2]
     ds.set_epoch(3)
@@ -234,7 +234,7 @@ RATE_START_RANGE = {"fps15.mp4": 32, "fps60.mp4": 23, "vfr.mp4": 24}  # frames -
 
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
 def test_dense_sampling_follows_the_frame_rate(frame_rate_root, backend):
-    """Val centre clips (start = floor(range / 2)) and training clips read back from the decoded pixels."""
+    """Val center clips (start = floor(range / 2)) and training clips read back from the decoded pixels."""
     cfg = tiny_cfg(frame_rate_root, DATA__DECODING_BACKEND=backend)
     val = Kinetics(cfg, "val")
     got = {val.samples[i].video_id: [V.frame_index(f) for f in pixels(val[i]["video"])] for i in range(3)}

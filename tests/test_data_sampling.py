@@ -17,14 +17,14 @@ def test_dense_stride_is_fps_aware():
 
 
 def test_dense_test_views_exact():
-    # 100 frames, 8 x 4 at native rate: span 29, start range 71, 3 views at slot centres 11, 35, 59.
+    # 100 frames, 8 x 4 at native rate: span 29, start range 71, 3 views at slot centers 11, 35, 59.
     idx = S.dense_test_indices(100, 8, 4.0, 3)
     assert idx.tolist() == [
         [11, 15, 19, 23, 27, 31, 35, 39],
         [35, 39, 43, 47, 51, 55, 59, 63],
         [59, 63, 67, 71, 75, 79, 83, 87],
     ]
-    assert S.dense_view_starts(100, 8, 4.0, 1) == [35]  # one view: the centre clip
+    assert S.dense_view_starts(100, 8, 4.0, 1) == [35]  # one view: the center clip
 
 
 def test_dense_fps_aware_60fps_video():

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stvideo.analysis.flops import block_flops, count_flops, model_flops, vit_flops
+from stvideo.analysis.speed import MiB, benchmark_throughput, measure_memory, training_loss
 from stvideo.config import load_config
 from stvideo.models import build_model
 from stvideo.models.swin import VideoSwin
 from stvideo.models.vit import Attention, VideoViT
-from stvideo.utils.benchmark import MiB, benchmark_throughput, measure_memory, training_loss
-from stvideo.utils.flops import block_flops, count_flops, model_flops, vit_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 K400 = ROOT / "configs" / "k400"
@@ -132,7 +132,7 @@ def test_stvit_counted_at_semantic_tokens() -> None:
     expected = (
         TINY_EMBED
         + 4 * block_flops(n, c)
-        + block_flops(m, c, num_context=n)  # generation layer 1: centres attend to [cls; X]
+        + block_flops(m, c, num_context=n)  # generation layer 1: centers attend to [cls; X]
         + block_flops(m, c, num_context=m + TINY_N)  # layer 2: (S1 + G) attends to [S1; X]
         + 6 * block_flops(m, c)
         + head_flops(c, 400)

@@ -17,7 +17,7 @@ from stvideo.config import load_config
 from stvideo.launch.submitit import (
     LaunchError,
     LaunchSpec,
-    Trainer,
+    TrainingJob,
     check_cluster,
     check_local,
     check_paths,
@@ -315,10 +315,10 @@ def test_local_environment_gives_ranks(monkeypatch):
 
 def test_checkpoint_requeues_a_fresh_trainer():
     cfg = load_config(None, ["OUTPUT_DIR", "/x"])
-    trainer = Trainer(cfg, "/submit/dir", "/jobs/code/1")
+    trainer = TrainingJob(cfg, "/submit/dir", "/jobs/code/1")
     delayed = trainer.checkpoint()
     assert isinstance(delayed, submitit.helpers.DelayedSubmission)
-    assert type(delayed.function) is Trainer and delayed.function is not trainer
+    assert type(delayed.function) is TrainingJob and delayed.function is not trainer
     fresh = delayed.function
     assert (fresh.cfg.dump(), fresh.workdir, fresh.code_dir) == (cfg.dump(), "/submit/dir", "/jobs/code/1")
     assert (delayed.args, delayed.kwargs) == ((), {})

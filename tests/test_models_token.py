@@ -18,7 +18,7 @@ from stvideo.config import get_cfg, load_config
 from stvideo.models import build_model
 from stvideo.models.controls import RandomDropViT, UniformPoolViT
 from stvideo.models.evo import EvoViT
-from stvideo.models.semantic import STViT, layer_roles, pool_centres
+from stvideo.models.stvit import STViT, layer_roles, pool_centers
 from stvideo.models.vit import VideoViT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,18 +65,18 @@ def _cfg(arch: str, **over):
 
 
 # ----------------------------------------------------------------------------- pooling / layout
-def test_pool_centres_slice_and_joint():
+def test_pool_centers_slice_and_joint():
     x = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 32, 1)  # value = token index
-    slice_max = pool_centres(x, GRID, (2, 2, 2), "slice", "max").flatten().tolist()
+    slice_max = pool_centers(x, GRID, (2, 2, 2), "slice", "max").flatten().tolist()
     assert slice_max == [5, 7, 13, 15, 21, 23, 29, 31]  # bottom-right of every 2x2 block, per slice
-    slice_avg = pool_centres(x, GRID, (2, 2, 2), "slice", "avg").flatten().tolist()
+    slice_avg = pool_centers(x, GRID, (2, 2, 2), "slice", "avg").flatten().tolist()
     assert slice_avg == [2.5, 4.5, 10.5, 12.5, 18.5, 20.5, 26.5, 28.5]
-    joint = pool_centres(x, GRID, (1, 2, 2), "joint", "avg").flatten().tolist()
+    joint = pool_centers(x, GRID, (1, 2, 2), "joint", "avg").flatten().tolist()
     assert joint == [10.5, 12.5, 18.5, 20.5]  # averages both slices
-    with pytest.raises(ValueError, match="GRID_MODE=slice"):
-        pool_centres(x, GRID, (1, 2, 2), "slice", "max")
+    with pytest.raises(ValueError, match="in slice mode needs one grid per temporal slice"):
+        pool_centers(x, GRID, (1, 2, 2), "slice", "max")
     with pytest.raises(ValueError, match="finer than the token grid"):
-        pool_centres(x, GRID, (2, 8, 8), "joint", "max")
+        pool_centers(x, GRID, (2, 8, 8), "joint", "max")
 
 
 def test_layer_roles_stvit_and_dumbbells():
@@ -125,12 +125,12 @@ def test_stvit_r_dense_features_and_token_counts():
     # position (t, h, w) of the dense map is token 1 + t*16 + h*4 + w (time-major, after cls)
     for t, h, w in [(0, 0, 0), (1, 2, 3), (0, 3, 1)]:
         torch.testing.assert_close(dense[:, :, t, h, w], tokens[:, 1 + t * 16 + h * 4 + w])
-    # as a backbone: a per-location loss sends gradients to the patch embedding and global centres
+    # as a backbone: a per-location loss sends gradients to the patch embedding and global centers
     model.train()
     model.return_dense = True
     model(_video()).square().mean().backward()
     assert model.patch_embed.proj.weight.grad.abs().sum() > 0
-    assert model.global_centres.grad.abs().sum() > 0
+    assert model.global_centers.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="RETURN_DENSE needs STViT-R"):
         STViT(depth=12, semantic_grid=(2, 2, 2), return_dense=True, **TINY)
 

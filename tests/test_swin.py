@@ -238,7 +238,7 @@ def test_stvit_swin_gradients_reach_every_parameter(restore):
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
         assert torch.isfinite(p.grad).all(), name
-    assert "layers.2.global_centres" in model.no_weight_decay()
+    assert "layers.2.global_centers" in model.no_weight_decay()
 
 
 def test_stvit_swin_rejects_bad_layouts():

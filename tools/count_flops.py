@@ -8,7 +8,7 @@
 KEY VALUE overrides apply to every model, so all are measured at the same input size. Each
 model is built with random weights (MODEL.PRETRAINED is ignored: weights change neither FLOPs
 nor speed). FLOPs are counted with fvcore at batch 1 (one view) in eval mode; see
-stvideo/utils/flops.py for the convention and stvideo/utils/benchmark.py for the timing and
+stvideo/analysis/flops.py for the convention and stvideo/analysis/speed.py for the timing and
 memory protocols. With --compare, ratios are against the first model (the --cfg one).
 """
 
@@ -24,10 +24,8 @@ from typing import Any
 import torch
 from tabulate import tabulate
 
-from stvideo.config import ConfigError, load_config
-from stvideo.config.load import build_arg_parser
-from stvideo.models import build_model
-from stvideo.utils.benchmark import (
+from stvideo.analysis.flops import CONVENTION, count_parameters, gflops_str, layer_table, model_flops
+from stvideo.analysis.speed import (
     benchmark_throughput,
     dtype_name,
     measure_memory,
@@ -35,7 +33,9 @@ from stvideo.utils.benchmark import (
     resolve_device,
     resolve_dtype,
 )
-from stvideo.utils.flops import CONVENTION, count_parameters, gflops_str, layer_table, model_flops
+from stvideo.config import ConfigError, load_config
+from stvideo.config.load import build_arg_parser
+from stvideo.models import build_model
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 

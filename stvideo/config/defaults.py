@@ -125,14 +125,14 @@ _C.VIT.QKV_BIAS = True  # bias in the qkv projection
 _C.VIT.LAYER_SCALE_INIT = 0.0  # LayerScale init value; 0 disables LayerScale
 _C.VIT.ATTN_DROP = 0.0  # attention dropout
 
-# STViT semantic tokens (stvideo.models.semantic)
+# STViT semantic tokens (stvideo.models.stvit)
 _C.STVIT = CfgNode()
 _C.STVIT.START_LAYER = 4  # index of the first generation layer (layers before run on all tokens)
 _C.STVIT.NUM_SEMANTIC_LAYERS = 6  # semantic-only layers after the two generation layers (per unit)
-_C.STVIT.GRID = [8, 4, 4]  # semantic-token grid (T', H', W') the centres are pooled to
+_C.STVIT.GRID = [8, 4, 4]  # semantic-token grid (T', H', W') the centers are pooled to
 _C.STVIT.GRID_MODE = "slice"  # slice: per-temporal-slice 2D grids; joint: one 3D grid
-_C.STVIT.POOL = "max"  # centre pooling: max or avg
-_C.STVIT.GLOBAL_CENTERS = True  # learned global centre tensor added to layer-2 queries
+_C.STVIT.POOL = "max"  # center pooling: max or avg
+_C.STVIT.GLOBAL_CENTERS = True  # learned global center tensor added to layer-2 queries
 _C.STVIT.LAYER_SCALE_INIT = 1e-5  # LayerScale init in STViT blocks; 0 disables
 _C.STVIT.NUM_UNITS = 1  # STViT-R: number of dumbbell units
 _C.STVIT.RETURN_DENSE = False  # STViT-R: return (B, C, T, H, W) features instead of logits

@@ -24,7 +24,7 @@ from fvcore.common.registry import Registry
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data._utils.collate import default_collate
 
-from ..engine.distributed import get_rank, get_world_size
+from ..utils.distributed import get_rank, get_world_size
 from .kinetics import Kinetics
 from .ssv2 import SSv2
 from .video_dataset import VideoDataset

@@ -249,7 +249,7 @@ class _LazyClip:
     def _sharpness(self, factor: float) -> None:
         """torchvision's adjust_sharpness: blend the interior with a 3x3 smoothing, borders unchanged.
 
-        The smoothed value round((3x3 sum + 4 * centre) / 13) is computed in integers; it equals
+        The smoothed value round((3x3 sum + 4 * center) / 13) is computed in integers; it equals
         torchvision's rounded float conv because n / 13 is never within 1/26 of a half.
         """
         height, width = self.shape[-2:]

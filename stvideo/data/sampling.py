@@ -4,8 +4,8 @@ Two schemes (``DATA.SAMPLING``):
 
 * ``dense`` (Kinetics): ``NUM_FRAMES`` frames ``SAMPLING_RATE`` apart at ``TARGET_FPS``; in a video
   of another frame rate the stride is ``SAMPLING_RATE * fps / TARGET_FPS`` source frames (PySlowFast).
-  Training draws the clip start uniformly; test view ``i`` of ``N`` starts at the centre of the
-  ``i``-th of ``N`` equal slots of the possible start range (``N = 1``: the centre clip).
+  Training draws the clip start uniformly; test view ``i`` of ``N`` starts at the center of the
+  ``i``-th of ``N`` equal slots of the possible start range (``N = 1``: the center clip).
 * ``segment`` (SSv2, TSN-style): the video is cut into ``NUM_FRAMES`` equal segments and one frame
   is taken per segment: a random one in training; in test view ``j`` of ``N`` the frame at offset
   ``(j + 1) / (N + 1)`` of every segment (mmaction2 ``UniformSample``), so temporal views differ
@@ -77,7 +77,7 @@ def dense_train_indices(
 
 
 def dense_view_starts(num_video_frames: int, num_frames: int, stride: float, num_views: int) -> list[int]:
-    """Start frame of each of ``num_views`` test clips: centres of equal slots of the start range."""
+    """Start frame of each of ``num_views`` test clips: centers of equal slots of the start range."""
     delta = dense_start_range(num_video_frames, num_frames, stride)
     return [int(math.floor(delta * (i + 0.5) / num_views)) for i in range(num_views)]
 

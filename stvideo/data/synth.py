@@ -109,9 +109,9 @@ def _actor_track(label: int, rng: np.random.Generator, t: np.ndarray, size: int)
     return {"pos": np.mod(pos, size), "theta": theta, "length": length, "colour": colour}
 
 
-def _torus_delta(coord: np.ndarray, centre: np.ndarray, size: int) -> np.ndarray:
-    """Signed shortest offset ``coord - centre`` on a circle of circumference ``size``."""
-    return np.mod(coord - centre + size / 2, size) - size / 2
+def _torus_delta(coord: np.ndarray, center: np.ndarray, size: int) -> np.ndarray:
+    """Signed shortest offset ``coord - center`` on a circle of circumference ``size``."""
+    return np.mod(coord - center + size / 2, size) - size / 2
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, channels: int, cutoff: float) -> np.ndarray:

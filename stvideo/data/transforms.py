@@ -78,7 +78,7 @@ def crop_offsets(length: int, size: int, num_crops: int) -> list[int]:
     """Offsets of ``num_crops`` crops of ``size`` spread evenly over ``length`` (first and last at the ends).
 
     Hand-written because pytorchvideo's ``uniform_crop`` only knows 3 positions and torchvision's
-    FiveCrop/TenCrop take corners; for 1 and 3 crops this equals ``uniform_crop`` (ceil centre).
+    FiveCrop/TenCrop take corners; for 1 and 3 crops this equals ``uniform_crop`` (ceil center).
     """
     if size > length:
         raise ValueError(f"crop size {size} is larger than the frame side {length}")
@@ -136,7 +136,7 @@ class TrainTransform:
 class TestTransform:
     """Resize the short side to DATA.TEST_CROP_SIZE (skipped if already decoded so), take spatial crops.
 
-    ``num_crops`` crops cover the long side (left/centre/right, or top/centre/bottom for portrait).
+    ``num_crops`` crops cover the long side (left/center/right, or top/center/bottom for portrait).
     """
 
     def __init__(self, cfg: CfgNode, num_crops: int):

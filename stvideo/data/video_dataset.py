@@ -6,7 +6,7 @@ Items (see docs/data.md):
   ``erase`` (ERASE_FIELDS,) is the random-erasing box ``ClipPreprocessor`` fills on the device; with
   AUG.NUM_SAMPLE = k > 1, ``video`` is ``(k, C, T, H, W)``, ``label`` a (k,) tensor and ``erase``
   (k, ERASE_FIELDS) (one decode, k augmentations; ``collate_train`` flattens them).
-* val: ``{"video": (C, T, S, S) uint8, "label", "index", "video_id"}``, the centre view.
+* val: ``{"video": (C, T, S, S) uint8, "label", "index", "video_id"}``, the center view.
 * test: ``{"video": (V, C, T, S, S) uint8, "label", "index", "video_id"}`` with V = NUM_ENSEMBLE_VIEWS x
   NUM_SPATIAL_CROPS ordered temporal-major (view = t * S + s), all decoded in one pass.
 

@@ -20,8 +20,7 @@ from tqdm import tqdm
 
 from stvideo.data import build_loader
 from stvideo.data.preprocessor import ClipPreprocessor
-
-from .distributed import all_gather_objects, broadcast_buffers, is_main_process
+from stvideo.utils.distributed import all_gather_objects, broadcast_buffers, is_main_process
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,17 @@ from fvcore.common.config import CfgNode
 from torch.nn.parallel import DistributedDataParallel
 
 from stvideo.models import build_model
+from stvideo.utils.distributed import (
+    barrier,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_dist,
+    is_main_process,
+)
 from stvideo.utils.logging import JsonStats, setup_logging
 
 from . import checkpoint as ckpt
-from .distributed import barrier, get_rank, get_world_size, init_distributed, is_dist, is_main_process
 from .evaluator import test_views
 from .trainer import Trainer, autocast_dtype
 

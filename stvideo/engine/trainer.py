@@ -23,10 +23,10 @@ from tqdm import tqdm
 from stvideo.data import build_loader
 from stvideo.data.mixup import build_mixup
 from stvideo.data.preprocessor import ClipPreprocessor
+from stvideo.utils.distributed import all_reduce_mean, all_reduce_sum, broadcast_buffers, is_main_process
 from stvideo.utils.logging import memory_mb
 
 from . import checkpoint as ckpt
-from .distributed import all_reduce_mean, all_reduce_sum, broadcast_buffers, is_main_process
 from .evaluator import topk_correct
 from .optim import build_optimizer, build_scheduler
 
@@ -227,7 +227,7 @@ class Trainer:
 
     @torch.inference_mode()
     def validate(self, epoch: int) -> dict[str, float]:
-        """Single centre view per video; loss and top-1/top-5 over all ranks, undecodable videos left out.
+        """Single center view per video; loss and top-1/top-5 over all ranks, undecodable videos left out.
 
         Runs the model outside DistributedDataParallel: DDP's first forward after a training step
         broadcasts the buffers (BatchNorm statistics), a collective that a rank without val batches

@@ -3,9 +3,9 @@
 ``tools/submit.py`` is the command line. The pieces here: the launch settings from CLI flags and the
 ``LAUNCH`` config section (:func:`resolve_launch`), checks that fail before anything is submitted
 (partition, nodes, GPUs, CPUs and memory from ``sinfo``; dataset and checkpoint paths), a snapshot of
-the code the job imports, and :class:`Trainer`, the submitit callable: every task exports the
+the code the job imports, and :class:`TrainingJob`, the submitit callable: every task exports the
 torch.distributed environment from SLURM's variables and calls ``stvideo.engine.run.run(cfg)``. On
-SLURM's time-limit or preemption signal, ``Trainer.checkpoint`` requeues a fresh instance that
+SLURM's time-limit or preemption signal, ``TrainingJob.checkpoint`` requeues a fresh instance that
 resumes from ``OUTPUT_DIR/checkpoints/last.pyth`` (TRAIN.AUTO_RESUME).
 """
 
@@ -408,7 +408,7 @@ def job_config(cfg: CfgNode, num_nodes: int, node: int) -> CfgNode:
     return out
 
 
-class Trainer:
+class TrainingJob:
     """The submitit callable: one instance runs in every task of the job.
 
     ``__call__`` exports MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK from SLURM's variables
@@ -469,7 +469,7 @@ def prepare(args: argparse.Namespace) -> tuple[CfgNode, LaunchSpec]:
 
 
 def submit(cfg: CfgNode, spec: LaunchSpec) -> submitit.Job:
-    """Snapshot the code (LAUNCH.SNAPSHOT_CODE), then submit :class:`Trainer` with ``spec``'s resources."""
+    """Snapshot the code (LAUNCH.SNAPSHOT_CODE), then submit a :class:`TrainingJob` with the resources."""
     job_dir = Path(spec.job_dir)
     setup: list[str] = []
     snap = None
@@ -485,7 +485,7 @@ def submit(cfg: CfgNode, spec: LaunchSpec) -> submitit.Job:
         folder=job_dir / "%j", cluster=cluster, **{f"{cluster}_max_num_timeout": spec.max_num_timeout}
     )
     executor.update_parameters(**executor_parameters(spec, setup))
-    return executor.submit(Trainer(cfg, os.getcwd(), str(snap) if snap else None))
+    return executor.submit(TrainingJob(cfg, os.getcwd(), str(snap) if snap else None))
 
 
 def describe(cfg: CfgNode, spec: LaunchSpec, job: submitit.Job) -> str:

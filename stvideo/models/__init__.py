@@ -3,10 +3,10 @@
 from . import (
     controls,  # noqa: F401  (registers "random_drop", "uniform_pool")
     evo,  # noqa: F401  (registers "evovit")
-    semantic,  # noqa: F401  (registers "stvit", "stvit_r")
+    stvit,  # noqa: F401  (registers "stvit", "stvit_r")
     stvit_swin,  # noqa: F401  (registers "stvit_swin")
     swin,  # noqa: F401  (registers "swin")
-    vit_arch,  # noqa: F401  (registers "vit")
+    vit,  # noqa: F401  (registers "vit")
 )
 from .build import MODEL_REGISTRY, build_model, vit_kwargs
 from .vit import VideoViT

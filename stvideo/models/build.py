@@ -11,7 +11,12 @@ from fvcore.common.config import CfgNode
 from fvcore.common.registry import Registry
 from torch import nn
 
-from .vit import SIZES
+SIZES = {  # (embed_dim, depth, num_heads), as in DeiT / ViT; MODEL.SIZE names one
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+}
+
 
 MODEL_REGISTRY = Registry("MODEL")
 MODEL_REGISTRY.__doc__ = "Video models by MODEL.ARCH; each entry is called with the config."

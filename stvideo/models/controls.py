@@ -16,7 +16,7 @@ from fvcore.common.config import CfgNode
 from torch import Tensor
 
 from .build import MODEL_REGISTRY, vit_kwargs
-from .semantic import pool_centres
+from .stvit import check_pool_grid, pool_centers
 from .vit import Grid, VideoViT
 
 
@@ -76,14 +76,14 @@ class UniformPoolViT(VideoViT):
         self.start_layer = start_layer
         self.pool_grid = tuple(pool_grid)
         self.grid_mode = grid_mode
-        pool_centres(torch.zeros(1, math.prod(self.grid), 1), self.grid, self.pool_grid, grid_mode, "avg")
+        check_pool_grid(self.grid, self.pool_grid, grid_mode, "avg")
 
     def forward_tokens(self, x: Tensor, grid: Grid) -> Tensor:
         """Full layers, fixed-grid average pooling, then the remaining layers on prefix + M tokens."""
         p = self.num_prefix_tokens
         for i, blk in enumerate(self.blocks):
             if i == self.start_layer:
-                pooled = pool_centres(x[:, p:], grid, self.pool_grid, self.grid_mode, "avg")
+                pooled = pool_centers(x[:, p:], grid, self.pool_grid, self.grid_mode, "avg")
                 x = torch.cat([x[:, :p], pooled], dim=1)
             x = blk(x)
         return x

@@ -1,17 +1,17 @@
 """STViT-local and STViT-R-local on the Video Swin backbone: semantic tokens in every 3D window.
 
-In a semantic stage the blocks take roles from :func:`stvideo.models.semantic.layer_roles`
+In a semantic stage the blocks take roles from :func:`stvideo.models.stvit.layer_roles`
 (start layer 1, as in the STViT-R Swin code): one full-resolution Swin block, then the two
 generation layers, then semantic-only layers, and with ``restore`` (STViT-R-local) a restore layer
 that closes each 6-layer dumbbell unit ``[full, gen1, gen2, local, global, restore]``.
 
-* Generation (A's :func:`~stvideo.models.semantic.generate_semantic_tokens` on window-batched sets):
-  each window's tokens are max/avg-pooled to a small ``window_grid`` of centres; layer 1 lets them
+* Generation (A's :func:`~stvideo.models.stvit.generate_semantic_tokens` on window-batched sets):
+  each window's tokens are max/avg-pooled to a small ``window_grid`` of centers; layer 1 lets them
   attend to a fixed-size neighbourhood of image tokens around the window (shifted inward at the
-  borders, so no padding mask is needed); layer 2 adds a learned global centre per window position
+  borders, so no padding mask is needed); layer 2 adds a learned global center per window position
   and attends to [semantic; neighbourhood].
 * Semantic layers alternate local (the window's own tokens) and global (all semantic tokens) attention.
-* Restore (:func:`~stvideo.models.semantic.restore_tokens`): the saved full-resolution tokens attend
+* Restore (:func:`~stvideo.models.stvit.restore_tokens`): the saved full-resolution tokens attend
   to all semantic tokens, so the stage again outputs the full feature map.
 
 Without restore the stage outputs the semantic tokens laid out as a map (windows x window_grid),
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .build import MODEL_REGISTRY
-from .semantic import generate_semantic_tokens, layer_roles, pool_centres, restore_tokens
+from .stvit import generate_semantic_tokens, layer_roles, pool_centers, restore_tokens
 from .swin import (
     PatchMerging3D,
     Size3,
@@ -47,7 +47,7 @@ UNIT_DEPTH = 6  # STViT-R dumbbell: full, gen1, gen2, local, global, restore
 
 def window_neighbourhoods(x: Tensor, window: Sequence[int], context: Sequence[int]) -> Tensor:
     """(B, T, H, W, C) -> (B * num_windows, K, C): for each window, the ``context``-sized block of
-    tokens centred on it, clamped to the map (at least the window, at most the feature size) and
+    tokens centered on it, clamped to the map (at least the window, at most the feature size) and
     shifted inward at the borders so every window gets the same K real tokens."""
     b, *grid, c = x.shape
     idx = []
@@ -85,7 +85,7 @@ class SemanticSwinStage(nn.Module):
         context: Size3 = (8, 10, 10),
         restore: bool = False,
         pool: str = "max",
-        global_centres: bool = True,
+        global_centers: bool = True,
         layer_scale: float = 1e-5,
     ):
         super().__init__()
@@ -120,10 +120,10 @@ class SemanticSwinStage(nn.Module):
                 ls = layer_scale if role in ("gen1", "gen2", "restore") else 0.0
                 blocks.append(Block(dim, num_heads, mlp_ratio, qkv_bias, dp, attn_drop, ls))
         self.blocks = nn.ModuleList(blocks)
-        self.global_centres = None
-        if global_centres:  # G: one learned centre per position in a window's grid, per unit
-            self.global_centres = nn.Parameter(torch.zeros(units, *self.window_grid, dim).flatten(1, 3))
-            trunc_normal_(self.global_centres, std=0.02)
+        self.global_centers = None
+        if global_centers:  # G: one learned center per position in a window's grid, per unit
+            self.global_centers = nn.Parameter(torch.zeros(units, *self.window_grid, dim).flatten(1, 3))
+            trunc_normal_(self.global_centers, std=0.02)
 
     def geometry(self, grid: Sequence[int]) -> tuple[Size3, Size3]:
         """Window and semantic grid per window used on a ``grid`` feature map (both clamped)."""
@@ -154,13 +154,13 @@ class SemanticSwinStage(nn.Module):
             elif role == "gen1":
                 saved = x
                 wins = window_partition(x, window).flatten(0, 1)  # B*nW, window tokens, C
-                centres = pool_centres(wins, window, sgrid, "joint", self.pool)
+                centers = pool_centers(wins, window, sgrid, "joint", self.pool)
                 g = None
-                if self.global_centres is not None:  # G of this unit, cut to a clamped grid
-                    g = self.global_centres[unit].view(*self.window_grid, c)
+                if self.global_centers is not None:  # G of this unit, cut to a clamped grid
+                    g = self.global_centers[unit].view(*self.window_grid, c)
                     g = g[: sgrid[0], : sgrid[1], : sgrid[2]].flatten(0, 2)
                 ctx = window_neighbourhoods(x, window, self.context)
-                sem = self.run(generate_semantic_tokens, blk, self.blocks[i + 1], centres, ctx, g)
+                sem = self.run(generate_semantic_tokens, blk, self.blocks[i + 1], centers, ctx, g)
                 n_sem = 0
             elif role == "semantic":
                 m = sem.shape[1]
@@ -190,7 +190,7 @@ class STViTSwin(VideoSwin):
         context: Sequence[int] = (8, 10, 10),
         restore: bool = False,
         pool: str = "max",
-        global_centres: bool = True,
+        global_centers: bool = True,
         layer_scale: float = 1e-5,
         **swin: object,
     ):
@@ -209,7 +209,7 @@ class STViTSwin(VideoSwin):
             context=tuple(context),
             restore=restore,
             pool=pool,
-            global_centres=global_centres,
+            global_centers=global_centers,
             layer_scale=layer_scale,
         )
         self.semantic_stages = tuple(semantic_stages)
@@ -222,9 +222,9 @@ class STViTSwin(VideoSwin):
         return super().make_stage(index, **kwargs)
 
     def no_weight_decay(self) -> set[str]:
-        """Also exempt the global centres from weight decay."""
+        """Also exempt the global centers from weight decay."""
         return super().no_weight_decay() | {
-            n for n, _ in self.named_parameters() if n.endswith("global_centres")
+            n for n, _ in self.named_parameters() if n.endswith("global_centers")
         }
 
 
@@ -237,7 +237,7 @@ def stvit_swin(cfg: CfgNode) -> STViTSwin:
         context=tuple(cfg.SWIN.SEMANTIC_CONTEXT),
         restore=cfg.SWIN.RESTORE,
         pool=cfg.STVIT.POOL,
-        global_centres=cfg.STVIT.GLOBAL_CENTERS,
+        global_centers=cfg.STVIT.GLOBAL_CENTERS,
         layer_scale=cfg.STVIT.LAYER_SCALE_INIT,
         **swin_kwargs(cfg),
     )

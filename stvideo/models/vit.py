@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from fvcore.common.config import CfgNode
 from timm.layers import DropPath, LayerScale, Mlp, build_sincos2d_pos_embed, trunc_normal_
 from torch import Tensor, nn
 
+from .build import MODEL_REGISTRY, vit_kwargs
 from .stem import tube_projection
 
 Grid = tuple[int, int, int]  # (T', H', W') token grid of the patch tokens
-
-SIZES = {  # (embed_dim, depth, num_heads), as in DeiT / ViT
-    "tiny": (192, 12, 3),
-    "small": (384, 12, 6),
-    "base": (768, 12, 12),
-}
 
 
 def sincos_1d(length: int, dim: int) -> Tensor:
@@ -309,3 +305,9 @@ class VideoViT(nn.Module):
 
     def forward(self, video: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(video))
+
+
+@MODEL_REGISTRY.register()
+def vit(cfg: CfgNode) -> VideoViT:
+    """Plain video ViT (the baseline every token method is compared with)."""
+    return VideoViT(**vit_kwargs(cfg))

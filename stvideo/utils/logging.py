@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from stvideo.engine.distributed import is_main_process
+from .distributed import is_main_process
 
 LOGGER_NAME = "stvideo"
 

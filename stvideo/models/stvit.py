@@ -3,13 +3,13 @@
 Reusable building blocks (used here for the global video ViT and by the windowed Swin variant).
 They work on any batch of token *sets*, so a caller can fold windows into the batch dimension:
 
-* :func:`pool_centres` ``(tokens (B*, N, C), grid (T, H, W), out_grid, mode, pool) -> (B*, M, C)``
-  initial centres by adaptive max/avg pooling of a time-major token grid; ``mode="slice"`` pools
+* :func:`pool_centers` ``(tokens (B*, N, C), grid (T, H, W), out_grid, mode, pool) -> (B*, M, C)``
+  initial centers by adaptive max/avg pooling of a time-major token grid; ``mode="slice"`` pools
   every temporal slice to its own ``out_grid[1:]`` 2D grid (needs ``out_grid[0] == T``),
   ``mode="joint"`` pools one 3D grid.
-* :func:`generate_semantic_tokens` ``(layer1, layer2, centres (B*, M, C), image (B*, N, C),
-  global_centres (M, C) | None) -> (B*, M, C)`` the two-layer generation module
-  (layer 1: centres attend to ``image``; layer 2: centres + G attend to ``[semantic; image]``).
+* :func:`generate_semantic_tokens` ``(layer1, layer2, centers (B*, M, C), image (B*, N, C),
+  global_centers (M, C) | None) -> (B*, M, C)`` the two-layer generation module
+  (layer 1: centers attend to ``image``; layer 2: centers + G attend to ``[semantic; image]``).
 * :func:`restore_tokens` ``(layer, image (B*, N, C), semantic (B*, M, C)) -> (B*, N, C)``
   STViT-R recovery: saved full-resolution tokens attend to the semantic tokens, residual from them.
 
@@ -34,40 +34,43 @@ from .build import MODEL_REGISTRY, vit_kwargs
 from .vit import Grid, VideoViT
 
 
-def pool_centres(
+def check_pool_grid(grid: Grid, out_grid: Grid, mode: str, pool: str) -> None:
+    """Raise ValueError unless :func:`pool_centers` can pool a ``grid`` of tokens to ``out_grid``."""
+    if mode not in ("slice", "joint"):
+        raise ValueError(f"unknown grid mode {mode!r}; use slice or joint")
+    if pool not in ("max", "avg"):
+        raise ValueError(f"unknown pooling {pool!r}; use max or avg")
+    if mode == "slice" and out_grid[0] != grid[0]:
+        raise ValueError(
+            f"pooled grid {list(out_grid)} in slice mode needs one grid per temporal slice "
+            f"(first entry {grid[0]} for a {grid} token grid); use joint mode to pool time too"
+        )
+    if any(o > s for o, s in zip(out_grid, grid, strict=True)):
+        raise ValueError(f"pooled grid {list(out_grid)} is finer than the token grid {grid}")
+
+
+def pool_centers(
     tokens: Tensor, grid: Grid, out_grid: Grid, mode: str = "slice", pool: str = "max"
 ) -> Tensor:
-    """Pool (B*, T*H*W, C) time-major tokens to (B*, t*h*w, C) initial centres on ``out_grid``."""
+    """Pool (B*, T*H*W, C) time-major tokens to (B*, t*h*w, C) initial centers on ``out_grid``."""
     b, n, c = tokens.shape
     t, h, w = grid
     if n != t * h * w:
-        raise ValueError(f"pool_centres: {n} tokens do not form the grid {grid}")
-    if mode == "slice" and out_grid[0] != t:
-        raise ValueError(
-            f"STVIT.GRID {list(out_grid)} with GRID_MODE=slice needs one grid per temporal slice "
-            f"(first entry {t} for a {grid} token grid); use GRID_MODE=joint to pool time too"
-        )
-    if mode not in ("slice", "joint"):
-        raise ValueError(f"unknown STVIT.GRID_MODE {mode!r}; use slice or joint")
-    if any(o > s for o, s in zip(out_grid, grid, strict=True)):
-        raise ValueError(f"STVIT.GRID {list(out_grid)} is finer than the token grid {grid}")
+        raise ValueError(f"pool_centers: {n} tokens do not form the grid {grid}")
+    check_pool_grid(grid, out_grid, mode, pool)
     vol = tokens.transpose(1, 2).reshape(b, c, t, h, w)
     # With out_grid[0] == t, adaptive 3D pooling never mixes slices: it is per-slice 2D pooling.
-    if pool == "max":
-        out = F.adaptive_max_pool3d(vol, out_grid)
-    elif pool == "avg":
-        out = F.adaptive_avg_pool3d(vol, out_grid)
-    else:
-        raise ValueError(f"unknown STVIT.POOL {pool!r}; use max or avg")
+    pooling = F.adaptive_max_pool3d if pool == "max" else F.adaptive_avg_pool3d
+    out = pooling(vol, out_grid)
     return out.flatten(2).transpose(1, 2)
 
 
 def generate_semantic_tokens(
     layer1: nn.Module,
     layer2: nn.Module,
-    centres: Tensor,
+    centers: Tensor,
     image: Tensor,
-    global_centres: Tensor | None = None,
+    global_centers: Tensor | None = None,
     prefix: Tensor | None = None,
 ) -> Tensor:
     """Two-layer semantic token generation; returns (B*, P+M, C) with the ``prefix`` tokens first.
@@ -75,13 +78,13 @@ def generate_semantic_tokens(
     Layer 1: ``S1 = Block(P, context=X)``. Layer 2: ``S = Block(S1 + G, context=[S1; X])`` (G only on the
     queries, residual from the queries). ``prefix`` (e.g. cls, (B*, P, C)) joins the queries without G.
     """
-    q = centres if prefix is None else torch.cat([prefix, centres], dim=1)
+    q = centers if prefix is None else torch.cat([prefix, centers], dim=1)
     ctx1 = image if prefix is None else torch.cat([prefix, image], dim=1)
     s1 = layer1(q, context=ctx1)
     q2 = s1
-    if global_centres is not None:
+    if global_centers is not None:
         p = 0 if prefix is None else prefix.shape[1]
-        g = F.pad(global_centres, (0, 0, p, 0)) if p else global_centres  # zeros for prefix tokens
+        g = F.pad(global_centers, (0, 0, p, 0)) if p else global_centers  # zeros for prefix tokens
         q2 = s1 + g
     return layer2(q2, context=torch.cat([s1, image], dim=1))
 
@@ -101,7 +104,7 @@ def layer_roles(depth: int, start: int, num_semantic: int, num_units: int, resto
     """
     if start < 1:
         raise ValueError(
-            f"STVIT.START_LAYER must be >= 1 (centres are pooled from layer outputs), got {start}"
+            f"STVIT.START_LAYER must be >= 1 (centers are pooled from layer outputs), got {start}"
         )
     unit = ["gen1", "gen2"] + ["semantic"] * num_semantic
     if not restore:
@@ -140,7 +143,7 @@ class STViT(VideoViT):
         semantic_grid: Grid = (8, 4, 4),
         grid_mode: str = "slice",
         pool: str = "max",
-        global_centres: bool = True,
+        global_centers: bool = True,
         stvit_layer_scale: float = 1e-5,
         num_units: int = 1,
         restore: bool = False,
@@ -157,14 +160,14 @@ class STViT(VideoViT):
             raise ValueError(
                 "STVIT.RETURN_DENSE needs STViT-R (MODEL.ARCH stvit_r): STViT ends on semantic tokens"
             )
-        pool_centres(torch.zeros(1, math.prod(self.grid), 1), self.grid, self.semantic_grid, grid_mode, pool)
+        check_pool_grid(self.grid, self.semantic_grid, grid_mode, pool)
         num_sem = math.prod(self.semantic_grid)
-        self.global_centres = None
-        if global_centres:
-            self.global_centres = nn.Parameter(
+        self.global_centers = None
+        if global_centers:
+            self.global_centers = nn.Parameter(
                 torch.zeros(num_units if restore else 1, num_sem, self.embed_dim)
             )
-            trunc_normal_(self.global_centres, std=0.02)
+            trunc_normal_(self.global_centers, std=0.02)
         if stvit_layer_scale > 0:  # new-role layers start close to identity (paper: LayerScale 1e-5)
             for blk, role in zip(self.blocks, self.layer_roles, strict=True):
                 if role in ("gen1", "gen2", "restore") and isinstance(blk.ls1, nn.Identity):
@@ -172,8 +175,8 @@ class STViT(VideoViT):
                     blk.ls2 = LayerScale(self.embed_dim, stvit_layer_scale)
 
     def no_weight_decay(self) -> set[str]:
-        """Also exempt the global centres from weight decay."""
-        return super().no_weight_decay() | ({"global_centres"} if self.global_centres is not None else set())
+        """Also exempt the global centers from weight decay."""
+        return super().no_weight_decay() | ({"global_centers"} if self.global_centers is not None else set())
 
     def forward_tokens(self, x: Tensor, grid: Grid) -> Tensor:
         """Run the layers by role; returns (B, prefix+M, C) for STViT, (B, prefix+N, C) for STViT-R."""
@@ -185,10 +188,10 @@ class STViT(VideoViT):
                 x = blk(x)
             elif role == "gen1":
                 saved = x
-                centres = pool_centres(x[:, p:], grid, self.semantic_grid, self.grid_mode, self.pool)
-                g = None if self.global_centres is None else self.global_centres[unit]
+                centers = pool_centers(x[:, p:], grid, self.semantic_grid, self.grid_mode, self.pool)
+                g = None if self.global_centers is None else self.global_centers[unit]
                 x = generate_semantic_tokens(
-                    blk, self.blocks[i + 1], centres, x[:, p:], g, prefix=x[:, :p] if p else None
+                    blk, self.blocks[i + 1], centers, x[:, p:], g, prefix=x[:, :p] if p else None
                 )
             elif role == "restore":
                 x = restore_tokens(blk, saved, x)
@@ -219,7 +222,7 @@ def stvit_kwargs(cfg: CfgNode, restore: bool) -> dict:
         semantic_grid=tuple(s.GRID),
         grid_mode=s.GRID_MODE,
         pool=s.POOL,
-        global_centres=s.GLOBAL_CENTERS,
+        global_centers=s.GLOBAL_CENTERS,
         stvit_layer_scale=s.LAYER_SCALE_INIT,
         num_units=s.NUM_UNITS,
         restore=restore,

@@ -1,0 +1,1 @@
+"""Analysis above the models: FLOPs (fvcore + attention handles), speed, memory and their reports."""
