@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from stvideo.analysis.flops import block_flops, count_flops, model_flops, vit_flops
-from stvideo.analysis.speed import MiB, benchmark_throughput, measure_memory, training_loss
+from stvideo.analysis.memory import MiB, measure_memory
+from stvideo.analysis.speed import benchmark_throughput
 from stvideo.config import load_config
 from stvideo.models import build_model
 from stvideo.models.swin import VideoSwin
@@ -190,14 +190,6 @@ def test_throughput_protocol() -> None:
         assert r.clips_per_s_iqr == (2 / r.q3_s, 2 / r.q1_s)
     with pytest.raises(ValueError, match="iters"):
         benchmark_throughput(models, (1, 3, 2, 32, 32), iters=0)
-
-
-def test_training_loss_follows_trainer_contract() -> None:
-    main, aux, target = torch.randn(3, 4), torch.randn(3, 4), torch.tensor([0, 2, 3])
-    out = {"logits": main, "aux_logits": aux, "aux_weight": 0.25}
-    expected = 0.75 * F.cross_entropy(main, target) + 0.25 * F.cross_entropy(aux, target)
-    assert torch.equal(training_loss(out, target), expected)
-    assert torch.equal(training_loss(main, target), F.cross_entropy(main, target))
 
 
 def test_cpu_peak_memory_sees_activations() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fvcore.common.config import CfgNode
@@ -156,12 +156,25 @@ def parse_args(argv: Sequence[str] | None = None, description: str = "stvideo") 
     return parse_with_overrides(build_arg_parser(description), argv)
 
 
-def parse_with_overrides(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse with a parser that has positional ``overrides`` and ``--opts``; merge both into ``args.opts``."""
+def parse_with_overrides(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    greedy: Mapping[str, Callable[[str], bool]] | None = None,
+) -> argparse.Namespace:
+    """Parse with a parser that has positional ``overrides`` and ``--opts``; merge both into ``args.opts``.
+
+    ``greedy`` maps the dest of each ``nargs="+"`` option to a test of its own items: what the
+    option swallowed that fails the test (trailing KEY VALUE pairs) goes back to the overrides.
+    """
     args, extra = parser.parse_known_args(argv)
     # Trailing KEY VALUE pairs after other flags land in `extra`; keep them as overrides too.
     unknown_flags = [e for e in extra if e.startswith("--")]
     if unknown_flags:
         parser.error(f"unrecognized arguments: {' '.join(unknown_flags)}")
-    args.opts = list(args.overrides) + list(extra) + list(args.opts or [])
+    spill: list[str] = []
+    for dest, belongs in (greedy or {}).items():
+        items = getattr(args, dest)
+        spill += [i for i in items if not belongs(i)]
+        setattr(args, dest, [i for i in items if belongs(i)])
+    args.opts = list(args.overrides) + list(extra) + spill + list(args.opts or [])
     return args

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from stvideo.data import build_loader
 from stvideo.data.preprocessor import ClipPreprocessor
+from stvideo.models import protocol
 from stvideo.utils.distributed import all_gather_objects, broadcast_buffers, is_main_process
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def collect_view_logits(
         b, v = video.shape[:2]
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             out = model(preprocess(video.flatten(0, 1)))
-        logits = (out["logits"] if isinstance(out, dict) else out).float().view(b, v, -1).cpu()
+        logits = protocol.main_logits(out).float().view(b, v, -1).cpu()
         for i in range(b):
             idx = int(batch["index"][i])
             records[idx] = {

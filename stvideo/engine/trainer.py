@@ -16,13 +16,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from fvcore.common.config import CfgNode
-from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from stvideo.data import build_loader
 from stvideo.data.mixup import build_mixup
 from stvideo.data.preprocessor import ClipPreprocessor
+from stvideo.models import protocol
 from stvideo.utils.distributed import all_reduce_mean, all_reduce_sum, broadcast_buffers, is_main_process
 from stvideo.utils.logging import memory_mb
 
@@ -44,13 +44,6 @@ def autocast_dtype(cfg: CfgNode, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def split_output(out: Tensor | dict[str, Any]) -> tuple[Tensor, Tensor | None, float]:
-    """(main logits, auxiliary logits or None, auxiliary weight) from a model's training output."""
-    if isinstance(out, dict):
-        return out["logits"], out.get("aux_logits"), float(out.get("aux_weight", 0.0))
-    return out, None, 0.0
-
-
 class Trainer:
     """Owns the loaders, optimizer and schedule of one training run; ``train()`` runs it."""
 
@@ -67,7 +60,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.mixup = build_mixup(cfg)
         self.preprocess = ClipPreprocessor(cfg, device)
-        self.soft_criterion = SoftTargetCrossEntropy()
         self.start_epoch = 0
         self.ckpt_dir = ckpt.checkpoint_dir(cfg.OUTPUT_DIR)
 
@@ -110,24 +102,9 @@ class Trainer:
             ckpt.save_atomic(state, f"{self.ckpt_dir}/{ckpt.periodic_name(epoch)}")
 
     # ------------------------------------------------------------------ loop
-    def loss(self, out: Tensor | dict[str, Any], target: Tensor) -> Tensor:
-        logits, aux, w = split_output(out)
-        if target.ndim == 2:  # soft targets from mixup / cutmix
-            crit = self.soft_criterion
-        else:
-
-            def crit(x: Tensor, y: Tensor) -> Tensor:
-                return F.cross_entropy(x, y, label_smoothing=self.cfg.MODEL.LABEL_SMOOTHING)
-
-        loss = crit(logits.float(), target)
-        if aux is not None:
-            loss = (1 - w) * loss + w * crit(aux.float(), target)
-        return loss
-
     def _set_epoch(self, epoch: int) -> None:
-        for obj in (self.train_loader.sampler, self.train_loader.dataset, ckpt.unwrap(self.model)):
-            if hasattr(obj, "set_epoch"):
-                obj.set_epoch(epoch)
+        self.train_loader.sampler.set_epoch(epoch)
+        protocol.set_epoch(ckpt.unwrap(self.model), epoch)
 
     def _check_finite(self, losses: list[Tensor], epoch: int, first_iter: int) -> None:
         """One sync for a window of iterations instead of one per iteration."""
@@ -172,7 +149,7 @@ class Trainer:
                 video, target = self.mixup(video, label)
             with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 out = self.model(video)
-            loss = self.loss(out, target)
+            loss = protocol.classification_loss(out, target, self.cfg.MODEL.LABEL_SMOOTHING)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if cfg.SOLVER.CLIP_GRAD_L2NORM > 0:
@@ -183,7 +160,7 @@ class Trainer:
             step = epoch * self.iters_per_epoch + it + 1
             self.scheduler.step_update(step)
 
-            logits = split_output(out)[0].detach()
+            logits = protocol.main_logits(out).detach()
             window.append(loss.detach())
             totals["loss"] += loss.detach() * label.shape[0]
             totals["correct"] += topk_correct(logits, label, (1,))[0]
@@ -245,7 +222,7 @@ class Trainer:
             video = self.preprocess(batch["video"])
             label = batch["label"].to(self.device)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                logits = split_output(model(video))[0].float()
+                logits = protocol.main_logits(model(video)).float()
             k = min(5, logits.shape[1])
             c1, c5 = topk_correct(logits, label, (1, k))
             sums[:4] += torch.stack(

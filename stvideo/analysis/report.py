@@ -1,0 +1,300 @@
+"""The count_flops report: measure configured models side by side, render, plot, and its CLI.
+
+FLOPs are counted with fvcore at batch 1 (one view) in eval mode (:mod:`stvideo.analysis.flops`),
+throughput and memory follow the protocols of :mod:`stvideo.analysis.speed` and
+:mod:`stvideo.analysis.memory`. Each model is built with random weights (MODEL.PRETRAINED is
+ignored: weights change neither FLOPs nor speed). Ratios are against the first model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from tabulate import tabulate
+
+from stvideo.config import ConfigError, load_config
+from stvideo.config.load import build_arg_parser, parse_with_overrides
+from stvideo.models import build_model
+
+from .flops import CONVENTION, count_parameters, gflops_str, layer_table, model_flops
+from .memory import measure_memory
+from .speed import benchmark_throughput, dtype_name, profile_inference, resolve_device, resolve_dtype
+
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def parse_cli(argv: list[str] | None = None, description: str | None = None) -> argparse.Namespace:
+    """stvideo's ``--cfg FILE [KEY VALUE ...] [--opts ...]`` plus count_flops' flags."""
+    parser = build_arg_parser(description=description or __doc__)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--compare", nargs="+", default=[], help="more config files, compared with --cfg")
+    parser.add_argument("--json", dest="json_out", help="write every number to this JSON file")
+    parser.add_argument("--batch-size", type=int, default=1, help="clips per timed forward (default 1)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed iterations per model (default 5)")
+    parser.add_argument("--iters", type=int, default=20, help="timed iterations per model (default 20)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    parser.add_argument("--dtype", default="auto", help="auto (fp32 CPU, bf16 GPU), fp32, bf16 or fp16")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--no-speed", action="store_true", help="skip the throughput measurement")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--train-memory", action="store_true", help="also measure one AdamW training step")
+    parser.add_argument("--profile", type=int, default=0, metavar="ROWS", help="print top-ROWS profiler ops")
+    parser.add_argument("--plot", help="PNG of accuracy vs GFLOPs (needs --results)")
+    parser.add_argument("--results", nargs="+", default=[], help="NAME=test_metrics.json for --plot")
+    greedy = {"compare": lambda c: c.endswith(CONFIG_SUFFIXES), "results": lambda r: "=" in r}
+    args = parse_with_overrides(parser, argv, greedy)
+    if not args.cfg_file:
+        parser.error("--cfg FILE is required")
+    if args.plot and not args.results:
+        parser.error("--plot needs --results NAME=test_metrics.json ...")
+    return args
+
+
+def model_names(paths: list[str]) -> list[str]:
+    """Config file stems, made unique with a numeric suffix where two files share a stem."""
+    names: list[str] = []
+    for p in paths:
+        stem, n = Path(p).stem, 2
+        name = stem
+        while name in names:
+            name, n = f"{stem}_{n}", n + 1
+        names.append(name)
+    return names
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Build every model and measure it; return the JSON-ready report."""
+    paths = [args.cfg_file] + args.compare
+    names = model_names(paths)
+    cfgs = []
+    for path in paths:
+        cfg = load_config(path, args.opts)
+        cfg.defrost()
+        cfg.MODEL.PRETRAINED = ""
+        cfg.freeze()
+        cfgs.append(cfg)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(device, args.dtype)
+    models, entries = {}, []
+    for name, path, cfg in zip(names, paths, cfgs, strict=True):
+        torch.manual_seed(cfg.RNG_SEED)
+        model = build_model(cfg)
+        size = cfg.DATA.TRAIN_CROP_SIZE
+        view = (1, cfg.DATA.INPUT_CHANNEL_NUM, cfg.DATA.NUM_FRAMES, size, size)
+        report = model_flops(model, view)
+        views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
+        entries.append(
+            {
+                "name": name,
+                "config": path,
+                "arch": cfg.MODEL.ARCH,
+                "size": cfg.MODEL.SIZE,
+                "input_shape": list(view[1:]),
+                "test_crop_size": cfg.DATA.TEST_CROP_SIZE,
+                "params": count_parameters(model),
+                "gflops_per_view": report.total / 1e9,
+                "views": views,
+                "view_protocol": f"{cfg.TEST.NUM_ENSEMBLE_VIEWS} clips x {cfg.TEST.NUM_SPATIAL_CROPS} crops",
+                "gflops_x_views": report.total * views / 1e9,
+                **report.to_dict(),
+            }
+        )
+        models[name] = model
+    shape = (args.batch_size, *entries[0]["input_shape"])
+    shapes = {tuple(e["input_shape"]) for e in entries}
+    if len(shapes) > 1:
+        raise ConfigError(f"models have different input shapes {sorted(shapes)}; timing needs one shape")
+    if not args.no_speed:
+        speed = benchmark_throughput(models, shape, args.warmup, args.iters, str(device), dtype_name(dtype))
+        for e in entries:
+            e["throughput"] = speed[e["name"]].to_dict()
+    for e, cfg in zip(entries, cfgs, strict=True):
+        if not args.no_memory:
+            e["memory_inference"] = measure_memory(cfg, shape, train=False, device=str(device)).to_dict()
+            if args.train_memory:
+                e["memory_train_step"] = measure_memory(cfg, shape, train=True, device=str(device)).to_dict()
+        if args.profile:
+            e["profile"] = profile_inference(models[e["name"]], shape, rows=args.profile)
+    return {
+        "convention": CONVENTION,
+        "flops_batch": 1,
+        "environment": {
+            "torch": torch.__version__,
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+            "cpu_threads": torch.get_num_threads(),
+        },
+        "overrides": args.opts,
+        "models": entries,
+        "ratios": ratios(entries),
+    }
+
+
+def cpu_name() -> str:
+    """CPU model from /proc/cpuinfo (Linux); platform.processor() is often empty there."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def ratios(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each model against the first: FLOPs fraction and ratio, speed-up, speed-up / FLOPs ratio."""
+    base = entries[0]
+    out = []
+    for e in entries[1:]:
+        row = {
+            "name": e["name"],
+            "baseline": base["name"],
+            "flops_fraction": e["gflops_per_view"] / base["gflops_per_view"],
+            "flops_ratio": base["gflops_per_view"] / e["gflops_per_view"],  # > 1: fewer FLOPs
+        }
+        if "throughput" in e:
+            row["speedup"] = e["throughput"]["clips_per_s"] / base["throughput"]["clips_per_s"]
+            row["speedup_over_flops_ratio"] = row["speedup"] / row["flops_ratio"]
+        out.append(row)
+    return out
+
+
+def render(report: dict[str, Any]) -> str:
+    """Terminal form of the report."""
+    env = report["environment"]
+    lines = [
+        f"FLOPs convention: {report['convention']}; counted at batch 1 (one view), eval mode.",
+        f"Environment: torch {env['torch']}, {env['device']} ({env['device_name']}), "
+        f"{env['cpu_threads']} CPU threads.",
+    ]
+    summary = []
+    for e in report["models"]:
+        row = [
+            e["name"],
+            e["arch"],
+            "x".join(map(str, e["input_shape"])),
+            f"{e['params'] / 1e6:.2f}",
+            gflops_str(e["gflops_per_view"]),
+            f"{gflops_str(e['gflops_per_view'])} x {e['views']} = {gflops_str(e['gflops_x_views'])}",
+        ]
+        if "throughput" in e:
+            t = e["throughput"]
+            lo, hi = t["clips_per_s_iqr"]
+            row.append(f"{t['clips_per_s']:.3f} [{lo:.3f}, {hi:.3f}]")
+        if "memory_inference" in e:
+            row.append(f"{e['memory_inference']['peak_total_mib']:.0f}")
+        if "memory_train_step" in e:
+            row.append(f"{e['memory_train_step']['peak_total_mib']:.0f}")
+        summary.append(row)
+    headers = ["model", "arch", "input CxTxHxW", "params (M)", "GFLOPs/view", "GFLOPs x views"]
+    first = report["models"][0]
+    if "throughput" in first:
+        headers.append("clips/s median [IQR]")
+    if "memory_inference" in first:
+        headers.append("infer peak MiB")
+    if "memory_train_step" in first:
+        headers.append("train-step peak MiB")
+    lines += ["", tabulate(summary, headers=headers)]
+    if "throughput" in first:
+        t = first["throughput"]
+        lines.append(
+            f"Throughput protocol: batch {t['batch_size']}, {t['warmup']} warm-up + {t['iters']} timed "
+            f"iterations per model (interleaved), {t['dtype']} on {t['device']}, {t['threads']} threads, "
+            "inference_mode; median clips/s and interquartile range."
+        )
+    if "memory_inference" in first:
+        m = first["memory_inference"]
+        lines.append(f"Peak memory: {m['method']}; total = weights + input (+ optimizer state) + peak extra.")
+    if report["ratios"]:
+        rows = []
+        for r in report["ratios"]:
+            row = [r["name"], f"{100 * r['flops_fraction']:.1f}%", f"{r['flops_ratio']:.2f}x"]
+            if "speedup" in r:
+                row += [f"{r['speedup']:.2f}x", f"{100 * r['speedup_over_flops_ratio']:.0f}%"]
+            rows.append(row)
+        headers = ["vs " + report["ratios"][0]["baseline"], "FLOPs", "FLOPs ratio", "speed-up"]
+        headers.append("speed-up / FLOPs ratio")
+        lines += ["", tabulate(rows, headers=headers[: len(rows[0])])]
+    for e in report["models"]:
+        lines += [
+            "",
+            f"== {e['name']} ({e['arch']}): where the FLOPs go ==",
+            tabulate(
+                layer_table(e["layers"], e["flops"]),
+                headers=["module", "GFLOPs", "%", "query tokens", "key tokens", "MLP tokens"],
+            ),
+            "by operator (GFLOPs): "
+            + ", ".join(f"{k} {gflops_str(v / 1e9)}" for k, v in e["by_operator"].items()),
+            "counted as zero (calls): "
+            + ", ".join(f"{op.split('::')[-1]} {v['calls']}" for op, v in e["zero_cost_ops"].items()),
+            "unsupported ops (not counted): "
+            + (", ".join(f"{k} x{v}" for k, v in e["unsupported_ops"].items()) or "none"),
+        ]
+        if "profile" in e:
+            lines += [f"-- profile of {e['name']} (self CPU time) --", e["profile"]]
+    return "\n".join(lines)
+
+
+def read_results(results: list[str], names: list[str]) -> list[tuple[str, float]]:
+    """``NAME=test_metrics.json`` items -> (model name, top-1), checked before anything is measured."""
+    points = []
+    for item in results:
+        name, path = item.split("=", 1)
+        if name not in names:
+            raise SystemExit(f"--results {item}: no model named {name!r}; models: {', '.join(names)}")
+        with open(path) as f:
+            metrics = json.load(f)
+        if "top1" not in metrics:
+            raise SystemExit(f"--results {item}: {path} has no 'top1' (is it a test_metrics.json?)")
+        points.append((name, float(metrics["top1"])))
+    return points
+
+
+def plot_accuracy(report: dict[str, Any], results: list[tuple[str, float]], out: str) -> None:
+    """Scatter of test top-1 (from each run's test_metrics.json) against GFLOPs per view."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise SystemExit("--plot needs matplotlib: pip install matplotlib") from e
+    by_name = {e["name"]: e for e in report["models"]}
+    points = [(name, by_name[name]["gflops_per_view"], top1) for name, top1 in results]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, gflops, top1 in points:
+        ax.scatter(gflops, top1)
+        ax.annotate(name, (gflops, top1), textcoords="offset points", xytext=(4, 4))
+    views = report["models"][0]["view_protocol"]
+    ax.set_xlabel("GFLOPs per view (fvcore, 1 multiply-add = 1 FLOP)")
+    ax.set_ylabel(f"top-1 (%), {views}")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    report["plot"] = {"path": out, "points": [{"name": n, "gflops": g, "top1": t} for n, g, t in points]}
+
+
+def main(argv: list[str] | None = None, description: str | None = None) -> None:
+    """Measure, print, and optionally write JSON and the accuracy plot."""
+    args = parse_cli(argv, description)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)  # memory children inherit it (see measure_memory)
+    results = read_results(args.results, model_names([args.cfg_file] + args.compare))
+    try:
+        report = measure(args)
+    except (ConfigError, FileNotFoundError) as e:
+        sys.exit(f"Config error: {e}")
+    if args.plot:
+        plot_accuracy(report, results, args.plot)
+    print(render(report))
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.json_out, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nJSON written to {args.json_out}")
