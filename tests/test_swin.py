@@ -16,12 +16,14 @@ from stvideo.models.stvit_swin import SemanticSwinStage, STViTSwin, window_neigh
 from stvideo.models.swin import (
     SwinBlock3D,
     VideoSwin,
+    checkpoint_filter_fn,
     effective_window,
     shift_window_mask,
     window_partition,
     window_reverse,
 )
 from stvideo.models.vit import Block
+from stvideo.models.weights import load_state_into
 
 TINY = dict(num_classes=5, patch_size=(2, 4, 4), embed_dim=16, drop_path_rate=0.0)
 
@@ -111,7 +113,8 @@ def test_timm_checkpoint_inflates_to_identical_static_video_outputs():
     cfg = get_cfg()
     cfg.MODEL.PRETRAINED_INFLATE = "average"
     video_model = VideoSwin(**TINY, window_size=(2, 4, 4), depths=(2, 2), num_heads=(2, 4)).eval()
-    assert video_model.load_pretrained_state(timm_model.state_dict(), cfg) == []
+    report = load_state_into(video_model, timm_model.state_dict(), checkpoint_filter_fn, cfg)
+    assert (report.missing, report.unexpected, report.dropped) == ([], [], [])
     image = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = timm_model.forward_features(image)  # B, H, W, C
@@ -130,7 +133,8 @@ def test_original_layout_checkpoint_and_center_inflation_and_table_resize():
     old = {k.replace("layers.1.downsample", "layers.0.downsample"): v for k, v in sd.items()}
     old = {k.replace("head.fc.", "head."): v for k, v in old.items()}
     model = VideoSwin(**TINY, window_size=(4, 2, 2), depths=(2, 2), num_heads=(2, 4))
-    assert model.load_pretrained_state(old) == []  # cfg None: center inflation
+    report = load_state_into(model, old, checkpoint_filter_fn)  # cfg None: center inflation
+    assert (report.format, report.missing, report.dropped) == ("swin (microsoft)", [], [])
     w3d, w2d = model.patch_embed.proj.weight, sd["patch_embed.proj.weight"]
     assert torch.equal(w3d[:, :, 1], w2d) and not w3d[:, :, 0].any()
     assert torch.equal(
@@ -153,7 +157,7 @@ def test_state_dict_names_match_timm_swin_tiny():
 
 
 def test_build_model_loads_pretrained_through_weights_module(tmp_path):
-    """MODEL.PRETRAINED goes through stvideo.models.weights.load_pretrained to load_pretrained_state."""
+    """MODEL.PRETRAINED goes through stvideo.models.weights.load_pretrained to the Swin filter."""
     sd = _timm_swin().state_dict()
     torch.save(sd, tmp_path / "swin2d.pth")
     cfg = get_cfg()

@@ -15,9 +15,10 @@ import torch
 from timm.layers import resample_abs_pos_embed
 
 from stvideo.config import get_cfg
+from stvideo.models.build import MODEL_REGISTRY, checkpoint_filter
 from stvideo.models.evo import EvoViT
-from stvideo.models.vit import VideoViT
-from stvideo.models.weights import load_pretrained, load_state_into, sinusoid_table
+from stvideo.models.vit import VideoViT, checkpoint_filter_fn, sinusoid_table
+from stvideo.models.weights import load_pretrained, load_state_into
 
 TINY = dict(embed_dim=48, depth=2, num_heads=3, patch_size=8)
 
@@ -43,7 +44,7 @@ def _images(batch: int = 2) -> torch.Tensor:
 def test_one_frame_video_vit_reproduces_timm(head_pool, global_pool):
     ref = _timm(global_pool=global_pool)
     model = VideoViT(num_classes=5, num_frames=1, tubelet_size=1, img_size=32, head_pool=head_pool, **TINY)
-    report = load_state_into(model.eval(), ref.state_dict())
+    report = load_state_into(model.eval(), ref.state_dict(), checkpoint_filter_fn)
     assert (report.format, report.missing, report.unexpected, report.dropped) == ("timm", [], [], [])
     x = _images()
     torch.testing.assert_close(model(x[:, :, None]), ref(x), rtol=0, atol=1e-6)
@@ -54,7 +55,9 @@ def test_inflated_embedding_of_a_static_clip_equals_image_tokens(inflate):
     """A static 4-frame clip through the inflated 2x8x8 tubes gives timm's patch tokens in every slice."""
     ref = _timm()
     model = VideoViT(num_classes=5, num_frames=4, tubelet_size=2, img_size=32, **TINY).eval()
-    load_state_into(model, ref.state_dict(), inflate=inflate)
+    cfg = get_cfg()
+    cfg.MODEL.PRETRAINED_INFLATE = inflate
+    load_state_into(model, ref.state_dict(), checkpoint_filter_fn, cfg)
     w = model.patch_embed.proj.weight
     if inflate == "center":
         assert torch.equal(w[:, :, 0], torch.zeros_like(w[:, :, 0]))
@@ -74,7 +77,7 @@ def test_inflated_embedding_of_a_static_clip_equals_image_tokens(inflate):
 def test_position_embedding_resized_spatially_and_temporally():
     ref = _timm(img=32)  # 4x4 patch grid
     model = VideoViT(num_classes=5, num_frames=4, tubelet_size=2, img_size=48, **TINY)  # 2x6x6 grid
-    report = load_state_into(model, ref.state_dict())
+    report = load_state_into(model, ref.state_dict(), checkpoint_filter_fn)
     expected = resample_abs_pos_embed(ref.pos_embed.detach(), [6, 6], [4, 4], num_prefix_tokens=1)
     pos = model.pos_embed.detach()
     torch.testing.assert_close(pos[:, :1], expected[:, :1])
@@ -85,7 +88,7 @@ def test_position_embedding_resized_spatially_and_temporally():
     # a video table with 2 time steps into 4: linear interpolation (align_corners=False)
     video_sd = {k: v.clone() for k, v in model.state_dict().items()}
     model4 = VideoViT(num_classes=5, num_frames=8, tubelet_size=2, img_size=48, **TINY)
-    load_state_into(model4, video_sd)
+    load_state_into(model4, video_sd, checkpoint_filter_fn)
     src = video_sd["pos_embed"][0, 1:].view(2, 36, -1)
     got = model4.pos_embed.detach()[0, 1:].view(4, 36, -1)
     for t, (a, b) in enumerate([(1.0, 0.0), (0.75, 0.25), (0.25, 0.75), (0.0, 1.0)]):
@@ -96,8 +99,8 @@ def test_separable_position_embedding_from_image_checkpoint():
     ref = _timm()
     joint = VideoViT(num_classes=5, num_frames=4, img_size=32, **TINY).eval()
     sep = VideoViT(num_classes=5, num_frames=4, img_size=32, pos_embed="separable", **TINY).eval()
-    load_state_into(joint, ref.state_dict())
-    load_state_into(sep, ref.state_dict())
+    load_state_into(joint, ref.state_dict(), checkpoint_filter_fn)
+    load_state_into(sep, ref.state_dict(), checkpoint_filter_fn)
     assert torch.equal(sep.pos_embed_temporal, torch.zeros_like(sep.pos_embed_temporal))
     torch.testing.assert_close(sep.position_embedding(), joint.position_embedding())
 
@@ -107,7 +110,7 @@ def test_head_dropped_on_class_mismatch_and_report_logged(caplog):
     model = VideoViT(num_classes=5, num_frames=2, img_size=32, **TINY)
     head_before = model.head.weight.detach().clone()
     with caplog.at_level(logging.INFO, logger="stvideo.models.weights"):
-        report = load_state_into(model, ref.state_dict())
+        report = load_state_into(model, ref.state_dict(), checkpoint_filter_fn)
     assert report.missing == ["head.weight", "head.bias"]
     assert report.dropped == ["head.weight (7, 48) (model (5, 48))", "head.bias (7,) (model (5,))"]
     assert torch.equal(model.head.weight, head_before)
@@ -118,7 +121,7 @@ def test_head_dropped_on_class_mismatch_and_report_logged(caplog):
 def test_distilled_deit_tokens_dropped():
     ref = _timm("deit_tiny_distilled_patch16_224")
     model = VideoViT(num_classes=5, num_frames=1, tubelet_size=1, img_size=32, head_pool="cls", **TINY).eval()
-    report = load_state_into(model, ref.state_dict())
+    report = load_state_into(model, ref.state_dict(), checkpoint_filter_fn)
     assert {"dist_token", "head_dist.weight", "head_dist.bias", "pos_embed[dist token]"} <= set(
         report.dropped
     )
@@ -133,7 +136,7 @@ def test_shape_mismatch_names_the_key():
         num_classes=5, num_frames=2, img_size=32, embed_dim=96, depth=2, num_heads=3, patch_size=8
     )
     with pytest.raises(ValueError, match="cls_token: \\(1, 1, 48\\) vs model \\(1, 1, 96\\)"):
-        load_state_into(model, ref.state_dict())
+        load_state_into(model, ref.state_dict(), checkpoint_filter_fn)
 
 
 def _videomae_state(src: VideoViT) -> dict[str, torch.Tensor]:
@@ -161,7 +164,7 @@ def test_videomae_checkpoint_round_trip():
             blk.attn.qkv.bias[48:96] = 0
         src.pos_embed.copy_(sinusoid_table(32, 48))
     model = VideoViT(num_classes=5, num_frames=4, img_size=32, cls_token=False, **TINY).eval()
-    report = load_state_into(model, _videomae_state(src))
+    report = load_state_into(model, _videomae_state(src), checkpoint_filter_fn)
     assert report.format == "videomae" and report.missing == [] and report.unexpected == []
     assert set(report.dropped) == {"decoder.blocks.0.mlp.fc1.weight", "mask_token"}
     x = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(2))
@@ -173,7 +176,7 @@ def test_videomae_into_evovit_adds_a_cls_token():
     src = VideoViT(num_classes=5, num_frames=4, img_size=32, cls_token=False, **TINY)
     evo = EvoViT(num_classes=5, num_frames=4, img_size=32, start_layer=1, stage_layers=(1,), **TINY)
     cls_before = evo.cls_token.detach().clone()
-    report = load_state_into(evo, _videomae_state(src))
+    report = load_state_into(evo, _videomae_state(src), checkpoint_filter_fn)
     assert sorted(report.missing) == [
         "aux_head.bias",
         "aux_head.weight",
@@ -197,14 +200,7 @@ def test_sinusoid_table_matches_videomae_formula():
             assert table[p, j].item() == pytest.approx(expected.item(), abs=1e-6)
 
 
-class _OwnLoader(VideoViT):
-    """A model with its own conversion (as Video Swin has): load_pretrained must hand it the state dict."""
-
-    def load_pretrained_state(self, state_dict: dict, cfg) -> list[str]:
-        return sorted(state_dict)
-
-
-def test_load_pretrained_from_file_unwraps_and_delegates(tmp_path):
+def test_load_pretrained_from_file_unwraps_and_uses_the_registered_filter(tmp_path):
     ref = _timm()
     path = tmp_path / "deit.pth"
     torch.save({"model": ref.state_dict(), "epoch": 3}, path)
@@ -213,5 +209,14 @@ def test_load_pretrained_from_file_unwraps_and_delegates(tmp_path):
     report = load_pretrained(model, str(path), cfg)
     assert report.missing == [] and report.unexpected == []
     torch.testing.assert_close(model(_images()[:, :, None]), ref(_images()), rtol=0, atol=1e-6)
-    own = _OwnLoader(num_classes=5, num_frames=1, tubelet_size=1, img_size=32, **TINY)
-    assert load_pretrained(own, str(path), cfg) == sorted(ref.state_dict())
+    assert checkpoint_filter(cfg.MODEL.ARCH) is checkpoint_filter_fn
+
+
+def test_every_arch_names_its_family_filter():
+    """Each registry entry names a filter; the ViT-family token methods share the ViT one."""
+    from stvideo.models import swin
+
+    filters = {name: checkpoint_filter(name) for name, _ in MODEL_REGISTRY}
+    for name, filt in filters.items():
+        family = swin.checkpoint_filter_fn if "swin" in name else checkpoint_filter_fn
+        assert filt is family, name

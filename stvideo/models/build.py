@@ -1,11 +1,13 @@
-"""Model registry: ``MODEL.ARCH`` names a builder ``fn(cfg) -> nn.Module``.
+"""Model registry: ``MODEL.ARCH`` names a builder ``fn(cfg) -> nn.Module`` and its checkpoint filter.
 
-fvcore's registry keys builders by function name, so a builder is named after its arch.
+fvcore's registry keys builders by function name, so a builder is named after its arch. What a
+built model must provide is written in :mod:`stvideo.models.protocol`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fvcore.common.config import CfgNode
 from fvcore.common.registry import Registry
@@ -18,8 +20,26 @@ SIZES = {  # (embed_dim, depth, num_heads), as in DeiT / ViT; MODEL.SIZE names o
 }
 
 
+Builder = TypeVar("Builder", bound=Callable[[CfgNode], nn.Module])
 MODEL_REGISTRY = Registry("MODEL")
 MODEL_REGISTRY.__doc__ = "Video models by MODEL.ARCH; each entry is called with the config."
+_CHECKPOINT_FILTERS: dict[str, Callable[..., Any]] = {}
+
+
+def register_model(checkpoint_filter: Callable[..., Any]) -> Callable[[Builder], Builder]:
+    """Register a builder under its function name, with its family's filter for foreign checkpoints."""
+
+    def deco(builder: Builder) -> Builder:
+        MODEL_REGISTRY.register(builder)
+        _CHECKPOINT_FILTERS[builder.__name__] = checkpoint_filter
+        return builder
+
+    return deco
+
+
+def checkpoint_filter(arch: str) -> Callable[..., Any]:
+    """The checkpoint filter (:data:`stvideo.models.weights.CheckpointFilter`) registered for ``arch``."""
+    return _CHECKPOINT_FILTERS[arch]
 
 
 def vit_kwargs(cfg: CfgNode) -> dict[str, Any]:

@@ -15,9 +15,9 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import Tensor
 
-from .build import MODEL_REGISTRY, vit_kwargs
+from .build import register_model, vit_kwargs
 from .stvit import check_pool_grid, pool_centers
-from .vit import Grid, VideoViT
+from .vit import Grid, VideoViT, checkpoint_filter_fn
 
 
 def _check_start(start: int, depth: int) -> None:
@@ -89,7 +89,7 @@ class UniformPoolViT(VideoViT):
         return x
 
 
-@MODEL_REGISTRY.register()
+@register_model(checkpoint_filter=checkpoint_filter_fn)
 def random_drop(cfg: CfgNode) -> RandomDropViT:
     """Control: random keep-k tokens (k = CONTROL.KEEP_TOKENS or the STViT semantic token count)."""
     keep = cfg.CONTROL.KEEP_TOKENS or math.prod(cfg.STVIT.GRID)
@@ -98,7 +98,7 @@ def random_drop(cfg: CfgNode) -> RandomDropViT:
     )
 
 
-@MODEL_REGISTRY.register()
+@register_model(checkpoint_filter=checkpoint_filter_fn)
 def uniform_pool(cfg: CfgNode) -> UniformPoolViT:
     """Control: fixed-grid average pooling to STVIT.GRID (STVIT.GRID_MODE), no generation layers."""
     return UniformPoolViT(

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from fvcore.common.config import CfgNode
 from torch import Tensor, nn
 
-from .build import MODEL_REGISTRY, vit_kwargs
-from .vit import Attention, Grid, VideoViT
+from .build import register_model, vit_kwargs
+from .vit import Attention, Grid, VideoViT, checkpoint_filter_fn
 
 
 class ClsRowAttention(Attention):
@@ -169,7 +169,7 @@ class EvoViT(VideoViT):
         return {"logits": logits, "aux_logits": aux, "aux_weight": self.aux_cls_weight}
 
 
-@MODEL_REGISTRY.register()
+@register_model(checkpoint_filter=checkpoint_filter_fn)
 def evovit(cfg: CfgNode) -> EvoViT:
     """Evo-ViT: slow-fast token evolution selected by global class attention."""
     e = cfg.EVO

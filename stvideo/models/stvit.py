@@ -30,8 +30,8 @@ from fvcore.common.config import CfgNode
 from timm.layers import LayerScale, trunc_normal_
 from torch import Tensor, nn
 
-from .build import MODEL_REGISTRY, vit_kwargs
-from .vit import Grid, VideoViT
+from .build import register_model, vit_kwargs
+from .vit import Grid, VideoViT, checkpoint_filter_fn
 
 
 def check_pool_grid(grid: Grid, out_grid: Grid, mode: str, pool: str) -> None:
@@ -230,13 +230,13 @@ def stvit_kwargs(cfg: CfgNode, restore: bool) -> dict:
     )
 
 
-@MODEL_REGISTRY.register()
+@register_model(checkpoint_filter=checkpoint_filter_fn)
 def stvit(cfg: CfgNode) -> STViT:
     """STViT: full layers, two generation layers, then semantic tokens only."""
     return STViT(**stvit_kwargs(cfg, restore=False), **vit_kwargs(cfg))
 
 
-@MODEL_REGISTRY.register()
+@register_model(checkpoint_filter=checkpoint_filter_fn)
 def stvit_r(cfg: CfgNode) -> STViT:
     """STViT-R: dumbbell units that compress to semantic tokens and restore full resolution."""
     return STViT(**stvit_kwargs(cfg, restore=True), **vit_kwargs(cfg))

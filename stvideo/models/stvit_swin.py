@@ -28,13 +28,14 @@ from timm.layers import trunc_normal_
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .build import MODEL_REGISTRY
+from .build import register_model
 from .stvit import generate_semantic_tokens, layer_roles, pool_centers, restore_tokens
 from .swin import (
     PatchMerging3D,
     Size3,
     SwinBlock3D,
     VideoSwin,
+    checkpoint_filter_fn,
     effective_window,
     swin_kwargs,
     window_partition,
@@ -228,7 +229,7 @@ class STViTSwin(VideoSwin):
         }
 
 
-@MODEL_REGISTRY.register()
+@register_model(checkpoint_filter=checkpoint_filter_fn)
 def stvit_swin(cfg: CfgNode) -> STViTSwin:
     """Video Swin with STViT-local semantic tokens (STViT-R-local when SWIN.RESTORE)."""
     return STViTSwin(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
@@ -28,9 +28,10 @@ from timm.layers import DropPath, Mlp, resize_rel_pos_bias_table, trunc_normal_
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .build import MODEL_REGISTRY
+from .build import register_model
 from .stem import tube_projection
 from .vit import VideoViT
+from .weights import LoadReport
 
 logger = logging.getLogger(__name__)
 
@@ -371,53 +372,6 @@ class VideoSwin(nn.Module):
     def forward(self, video: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(video))
 
-    def load_pretrained_state(
-        self, state_dict: Mapping[str, Tensor], cfg: CfgNode | None = None
-    ) -> list[str]:
-        """Load a timm (or original Microsoft) 2D Swin state dict into this video model, in place.
-
-        The patch embedding is inflated over time (``MODEL.PRETRAINED_INFLATE``: ``center`` puts the
-        2D kernel in the middle frame, ``average`` repeats it divided by the tubelet length, which
-        reproduces the 2D model on a static video). Relative position tables are resized spatially
-        (timm's bicubic ``resize_rel_pos_bias_table``) and repeated over the 2*Wt-1 time offsets,
-        as Video Swin does. The classifier is loaded only when its shape matches. Returns the names
-        of parameters left at their initialisation.
-        """
-        inflate = cfg.MODEL.PRETRAINED_INFLATE if cfg is not None else "center"
-        sd = dict(state_dict.get("model", state_dict.get("state_dict", state_dict)))
-        old_layout = "layers.0.downsample.reduction.weight" in sd  # downsample at the end of stages
-        own = self.state_dict()
-        out: dict[str, Tensor] = {}
-        for key, value in sd.items():
-            if "relative_position_index" in key or "attn_mask" in key:
-                continue  # buffers recomputed here
-            if old_layout:
-                key = re.sub(
-                    r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) + 1}.downsample", key
-                )
-            key = key.replace("head.fc.", "head.")
-            if key not in own:
-                logger.info("pretrained key %s has no counterpart in %s; skipped", key, type(self).__name__)
-                continue
-            target = own[key]
-            if key == "patch_embed.proj.weight" and value.dim() == 4:
-                value = self._inflate_patch_embed(value, target.shape, inflate)
-            elif key.endswith("relative_position_bias_table") and value.shape != target.shape:
-                value = self._inflate_bias_table(key, value)
-            if value.shape != target.shape:
-                logger.warning(
-                    "pretrained %s has shape %s, model %s; skipped",
-                    key,
-                    tuple(value.shape),
-                    tuple(target.shape),
-                )
-                continue
-            out[key] = value
-        missing, _ = self.load_state_dict(out, strict=False)
-        if missing:
-            logger.info("parameters not in the pretrained state: %s", ", ".join(missing))
-        return list(missing)
-
     @staticmethod
     def _inflate_patch_embed(weight: Tensor, shape: torch.Size, inflate: str) -> Tensor:
         if tuple(weight.shape[-2:]) != tuple(shape[-2:]):
@@ -445,6 +399,47 @@ class VideoSwin(nn.Module):
         return table.repeat(2 * wt - 1, 1)  # temporal offset is the slowest index of the 3D table
 
 
+def checkpoint_filter_fn(
+    sd: dict[str, Tensor], model: nn.Module, cfg: CfgNode | None, report: LoadReport
+) -> dict[str, Tensor]:
+    """Swin-family filter: a timm (or original Microsoft) 2D Swin state dict in this video model's layout.
+
+    The patch embedding is inflated over time (``MODEL.PRETRAINED_INFLATE``: ``center`` puts the
+    2D kernel in the middle frame, ``average`` repeats it divided by the tubelet length, which
+    reproduces the 2D model on a static video). Relative position tables are resized spatially
+    (timm's bicubic ``resize_rel_pos_bias_table``) and repeated over the 2*Wt-1 time offsets,
+    as Video Swin does. Keys without a counterpart and tensors of another shape (a classifier of
+    another class count) are dropped and reported.
+    """
+    inflate = cfg.MODEL.PRETRAINED_INFLATE if cfg is not None else "center"
+    old_layout = "layers.0.downsample.reduction.weight" in sd  # downsample at the end of stages
+    report.format = "swin (microsoft)" if old_layout else "swin (timm)"
+    own = model.state_dict()
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        if "relative_position_index" in key or "attn_mask" in key:
+            continue  # buffers recomputed here
+        if old_layout:
+            key = re.sub(
+                r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) + 1}.downsample", key
+            )
+        key = key.replace("head.fc.", "head.")
+        if key not in own:
+            report.dropped.append(f"{key} (no counterpart in {type(model).__name__})")
+            continue
+        target = own[key]
+        if key == "patch_embed.proj.weight" and value.dim() == 4:
+            value = model._inflate_patch_embed(value, target.shape, inflate)
+        elif key.endswith("relative_position_bias_table") and value.shape != target.shape:
+            value = model._inflate_bias_table(key, value)
+            report.remapped.append(f"{key} -> {tuple(value.shape)}")
+        if value.shape != target.shape:
+            report.dropped.append(f"{key} {tuple(value.shape)} (model {tuple(target.shape)})")
+            continue
+        out[key] = value
+    return out
+
+
 def swin_kwargs(cfg: CfgNode) -> dict:
     """Constructor arguments of :class:`VideoSwin` from MODEL.* and SWIN.* (SWIN sizes beat MODEL.SIZE)."""
     dim, depths, heads = SWIN_SIZES[cfg.MODEL.SIZE]
@@ -467,7 +462,7 @@ def swin_kwargs(cfg: CfgNode) -> dict:
     )
 
 
-@MODEL_REGISTRY.register()
+@register_model(checkpoint_filter=checkpoint_filter_fn)
 def swin(cfg: CfgNode) -> VideoSwin:
     """Plain Video Swin (the baseline for STViT-local)."""
     return VideoSwin(**swin_kwargs(cfg))
