@@ -8,7 +8,7 @@ with an additive float mask = relative position bias (+ shift mask).
 
 Parameter names follow timm's 2D ``SwinTransformer`` (``patch_embed.proj``, ``layers.N.downsample``
 at the start of stages 1.., ``layers.N.blocks.M.attn.relative_position_bias_table``, ``norm``),
-so :meth:`VideoSwin.load_pretrained_state` maps ImageNet checkpoints by name and only inflates the
+so :func:`checkpoint_filter_fn` maps ImageNet checkpoints by name and only inflates the
 patch embedding (2D -> 3D) and the relative position tables (repeated over time offsets).
 
 :meth:`VideoSwin.make_stage` is the seam for token methods (``stvideo.models.stvit_swin``).
