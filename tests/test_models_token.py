@@ -2,7 +2,7 @@
 
 Tiny models (width 48, 3 heads, 4 frames of 32x32 with 2x8x8 tubes = 2x4x4 = 32 tokens + cls).
 Checks token counts at every layer (through forward hooks on the blocks, as the FLOP counter sees
-them), gradients to every parameter, token order after Evo-ViT's gather/scatter, the dense STViT-R
+them), token order after Evo-ViT's gather/scatter, the dense STViT-R
 output and the shipped configs. Gradients, determinism, round trips and FLOPs of every registered
 arch are in tests/test_registry.py.
 """
