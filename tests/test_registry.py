@@ -37,12 +37,22 @@ def tiny_cfg(arch: str):
     cfg.SWIN.EMBED_DIM, cfg.SWIN.DEPTHS, cfg.SWIN.NUM_HEADS = 8, [1, 1, 6, 1], [1, 1, 2, 2]
     cfg.SWIN.WINDOW_SIZE, cfg.SWIN.SEMANTIC_WINDOW_GRID = [2, 2, 2], [1, 2, 2]
     cfg.SWIN.PATCH_SIZE = [2, 2, 2]  # stage 3 still has 2x2x2 tokens: no one-key window
+    cfg.PTV.VARIANT = {"x3d": "xs", "slowfast": "t", "mvit": "t"}.get(arch, "")
     return cfg
 
 
 def _build(arch: str) -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model(tiny_cfg(arch))
+
+
+def _perturb(model: torch.nn.Module) -> torch.nn.Module:
+    """Move every parameter off its initialisation (zero-initialised residual norms, layer scales and
+    heads would otherwise block gradients by design), so every tensor must matter."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
 
 
 def _clip(seed: int = 0) -> torch.Tensor:
@@ -55,7 +65,7 @@ def test_registry_is_not_empty() -> None:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_train_output_follows_the_protocol_and_every_parameter_learns(arch: str) -> None:
-    model = _build(arch).train()
+    model = _perturb(_build(arch)).train()
     out = model(_clip())
     logits, aux, weight = protocol.split_output(out)
     assert logits.shape == (CLIP[0], CLASSES)
@@ -77,10 +87,7 @@ def test_eval_is_deterministic_logits(arch: str) -> None:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_state_dict_round_trip_and_own_checkpoint_through_the_filter(arch: str) -> None:
-    source = _build(arch).eval()
-    with torch.no_grad():  # away from the initialisation, so every tensor must arrive
-        for p in source.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    source = _perturb(_build(arch)).eval()
     strict = build_model(tiny_cfg(arch)).eval()
     strict.load_state_dict(source.state_dict())
     filtered = build_model(tiny_cfg(arch)).eval()

@@ -5,7 +5,7 @@
         [KEY VALUE ...] [--json OUT.json] [--batch-size 1] [--warmup 5] [--iters 20]
         [--train-memory] [--plot OUT.png --results stvit_b=out/test_metrics.json ...]
 
-KEY VALUE overrides apply to every model, so all are measured at the same input size. Each
+KEY VALUE overrides apply to every model; each is measured on one test view of its config. Each
 model is built with random weights (MODEL.PRETRAINED is ignored: weights change neither FLOPs
 nor speed). FLOPs are counted with fvcore at batch 1 (one view) in eval mode; see
 stvideo/analysis/flops.py for the convention, stvideo/analysis/speed.py and memory.py for the

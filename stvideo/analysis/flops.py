@@ -43,6 +43,7 @@ ZERO_COST_OPS: tuple[str, ...] = (
     "aten::div_", "aten::neg", "aten::exp", "aten::log", "aten::sqrt", "aten::rsqrt", "aten::pow",
     "aten::gelu", "aten::silu", "aten::sigmoid", "aten::tanh", "aten::erf", "aten::softmax",
     "aten::log_softmax", "aten::where", "aten::lt", "aten::le", "aten::ne",
+    "prim::PythonOp.SwishFunction",  # PyTorchVideo's Swish (X3D), x * sigmoid(x) as an autograd Function
     # reductions
     "aten::mean", "aten::sum", "aten::amax", "aten::amin", "aten::max", "aten::min", "aten::argmax",
     "aten::cumsum",
@@ -50,7 +51,7 @@ ZERO_COST_OPS: tuple[str, ...] = (
     "aten::topk", "aten::sort", "aten::argsort", "aten::gather", "aten::scatter", "aten::scatter_",
     "aten::scatter_add", "aten::scatter_add_", "aten::index", "aten::index_select", "aten::index_put_",
     "aten::index_add", "aten::index_add_", "aten::take_along_dim", "aten::masked_fill", "aten::masked_fill_",
-    "aten::repeat", "aten::meshgrid",
+    "aten::repeat", "aten::repeat_interleave", "aten::meshgrid", "aten::linspace",
     "aten::expand_as", "aten::clone", "aten::fill_", "aten::zero_", "aten::copy_", "aten::cat",
     "aten::stack", "aten::new_ones", "aten::ones_like", "aten::unflatten", "aten::flip", "aten::pad",
     "aten::clamp_min", "aten::clamp_max",
@@ -189,15 +190,21 @@ class _TokenRecorder:
 
 
 def _layer_modules(model: nn.Module) -> list[str]:
-    """Module names for table rows: children, expanded until each holds at most one attention."""
+    """Module names for table rows: children, expanded until each holds at most one attention.
+
+    A lone child (a wrapper such as ``PTVNet.net``) and module lists (PyTorchVideo's ``blocks``) are
+    expanded too, so a CNN's stages and MViT's blocks get a row each.
+    """
     attn_names = [n for n, m in model.named_modules() if isinstance(m, ATTENTION_TYPES)]
 
     def rows(prefix: str, mod: nn.Module) -> list[str]:
         out = []
-        for child_name, child in mod.named_children():
+        children = list(mod.named_children())
+        for child_name, child in children:
             full = f"{prefix}{child_name}"
             inside = [a for a in attn_names if a.startswith(full + ".")]
-            out += rows(full + ".", child) if len(inside) > 1 else [full]
+            expand = len(inside) > 1 or len(children) == 1 or isinstance(child, nn.ModuleList)
+            out += rows(full + ".", child) if expand and len(list(child.children())) else [full]
         return out
 
     return rows("", model)

@@ -85,7 +85,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for name, path, cfg in zip(names, paths, cfgs, strict=True):
         torch.manual_seed(cfg.RNG_SEED)
         model = build_model(cfg)
-        size = cfg.DATA.TRAIN_CROP_SIZE
+        size = cfg.DATA.TEST_CROP_SIZE  # one test view (CNNs test fully convolutionally at a larger crop)
         view = (1, cfg.DATA.INPUT_CHANNEL_NUM, cfg.DATA.NUM_FRAMES, size, size)
         report = model_flops(model, view)
         views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
@@ -106,15 +106,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
         models[name] = model
-    shape = (args.batch_size, *entries[0]["input_shape"])
-    shapes = {tuple(e["input_shape"]) for e in entries}
-    if len(shapes) > 1:
-        raise ConfigError(f"models have different input shapes {sorted(shapes)}; timing needs one shape")
+    shapes = {e["name"]: (args.batch_size, *e["input_shape"]) for e in entries}
     if not args.no_speed:
-        speed = benchmark_throughput(models, shape, args.warmup, args.iters, str(device), dtype_name(dtype))
+        speed = benchmark_throughput(models, shapes, args.warmup, args.iters, str(device), dtype_name(dtype))
         for e in entries:
             e["throughput"] = speed[e["name"]].to_dict()
     for e, cfg in zip(entries, cfgs, strict=True):
+        shape = shapes[e["name"]]
         if not args.no_memory:
             e["memory_inference"] = measure_memory(cfg, shape, train=False, device=str(device)).to_dict()
             if args.train_memory:

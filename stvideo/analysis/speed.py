@@ -95,34 +95,39 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
 
 def benchmark_throughput(
     models: Mapping[str, nn.Module],
-    input_shape: tuple[int, ...],
+    input_shape: tuple[int, ...] | Mapping[str, tuple[int, ...]],
     warmup: int = 5,
     iters: int = 20,
     device: str = "auto",
     dtype: str = "auto",
 ) -> dict[str, ThroughputResult]:
-    """Time ``models`` side by side on one input of ``input_shape`` (see the module docstring)."""
+    """Time ``models`` side by side (see the module docstring) on one input shape or one per model.
+
+    Models with their own clip shape (SlowFast's 32 fast frames beside a 16-frame ViT) are still
+    timed interleaved; clips/s then means views of each model's own shape.
+    """
     if iters < 1 or warmup < 0:
         raise ValueError(f"need iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
     dev = resolve_device(device)
     dt = resolve_dtype(dev, dtype)
-    x = fixed_input(input_shape, dev)
+    shapes = {n: input_shape[n] for n in models} if isinstance(input_shape, Mapping) else None
+    inputs = {n: fixed_input(shapes[n] if shapes else input_shape, dev) for n in models}
     times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode(), _autocast(dev, dt):
-        for model in models.values():
+        for name, model in models.items():
             model.eval().to(dev)
             for _ in range(warmup):
-                model(x)
+                model(inputs[name])
             _sync(dev)
         for _ in range(iters):
             for name, model in models.items():
                 t0 = time.perf_counter()
-                model(x)
+                model(inputs[name])
                 _sync(dev)
                 times[name].append(time.perf_counter() - t0)
     results = {}
-    batch = input_shape[0]
     for name, ts in times.items():
+        batch = inputs[name].shape[0]
         q1, med, q3 = _quartiles(ts)
         results[name] = ThroughputResult(
             device=str(dev),

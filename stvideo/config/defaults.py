@@ -93,10 +93,19 @@ _C.MIXUP.SWITCH_PROB = 0.5  # probability of cutmix instead of mixup
 _C.MIXUP.LABEL_SMOOTH_VALUE = 0.1  # label smoothing used inside mixup targets
 
 # ---------------------------------------------------------------------------- #
+# PyTorchVideo model zoo (stvideo.models.ptv): x3d, slow, slowfast, mvit, r2plus1d, csn
+# ---------------------------------------------------------------------------- #
+_C.PTV = CfgNode()
+_C.PTV.VARIANT = ""  # zoo variant; "" = the arch's first: x3d m/xs/s/l, slow r50, slowfast r50_8x8/r50_4x16/
+# r101_8x8/t, mvit b_16x4/b_32x3/t, r2plus1d r50, csn r101 (t: small synthetic-size variants)
+_C.SLOWFAST = CfgNode()
+_C.SLOWFAST.ALPHA = 4  # fast/slow frame-rate ratio: the slow pathway is every ALPHA-th frame of the clip
+
+# ---------------------------------------------------------------------------- #
 # Model
 # ---------------------------------------------------------------------------- #
 _C.MODEL = CfgNode()
-_C.MODEL.ARCH = "vit"  # registry name: vit, stvit, stvit_r, evovit, random_drop, uniform_pool, swin...
+_C.MODEL.ARCH = "vit"  # registry name (stvideo.models.MODEL_REGISTRY): vit, stvit, evovit, swin, x3d, ...
 _C.MODEL.SIZE = "tiny"  # width/depth preset: tiny, small, base (overridden by VIT.* when set > 0)
 _C.MODEL.NUM_CLASSES = 400  # number of output classes
 _C.MODEL.DROPOUT_RATE = 0.0  # dropout before the classifier
