@@ -143,9 +143,11 @@ _C.EVO.START_LAYER = 4  # first layer with token selection
 _C.EVO.KEEP_RATIO = 0.5  # fraction of patch tokens on the slow path
 _C.EVO.EMA_WEIGHT = 0.5  # weight of the new layer's class attention in the moving average
 _C.EVO.LEARNABLE_EMA = False  # learn the moving-average weight (sigmoid of a scalar per layer)
-_C.EVO.FAST_UPDATE = "representative"  # representative (residual of a summary token) or identity
+_C.EVO.FAST_UPDATE = "representative"  # representative (official LeViT code) or identity (official DeiT code)
 _C.EVO.STAGE_LAYERS = [4, 8]  # stage-wise selection happens at these layers
-_C.EVO.STAGEWISE_EPOCH = -1  # training switches to stage-wise at this epoch (-1 = never); eval is stage-wise
+_C.EVO.STAGEWISE_FRACTION = 0.667  # share of MAX_EPOCH selecting layer-wise (paper 2/3); 1 = never stage-wise
+_C.EVO.STAGEWISE_EPOCH = -1  # 0-based epoch training turns stage-wise; -1 = from STAGEWISE_FRACTION
+_C.EVO.EVAL_SELECTION = "stagewise"  # val/test: stagewise, or training (mode training is in; official DeiT)
 _C.EVO.AUX_CLS_WEIGHT = 0.5  # weight of the auxiliary cls-token head loss (mean-pool head gets 1 - w)
 
 # Controls at matched FLOPs (stvideo.models.controls)
@@ -253,6 +255,7 @@ CHOICES = {
     "STVIT.GRID_MODE": ("slice", "joint"),
     "STVIT.POOL": ("max", "avg"),
     "EVO.FAST_UPDATE": ("representative", "identity"),
+    "EVO.EVAL_SELECTION": ("stagewise", "training"),
     "TEST.ENSEMBLE_METHOD": ("prob_mean", "logit_mean", "max"),
     "SOLVER.BASE_LR_SCALE": ("linear", "none"),
 }
