@@ -36,6 +36,7 @@ from stvideo.analysis.speed import (
 from stvideo.config import ConfigError, load_config
 from stvideo.config.load import build_arg_parser
 from stvideo.models import build_model
+from stvideo.utils.checkpoint_io import CheckpointError
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
@@ -308,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
         report = measure(args)
     except (ConfigError, FileNotFoundError) as e:
         sys.exit(f"Config error: {e}")
+    except CheckpointError as e:
+        sys.exit(f"Checkpoint error: {e}")
     if args.plot:
         plot_accuracy(report, results, args.plot)
     print(render(report))

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
 from torch import Tensor, nn
 
+from stvideo.utils.checkpoint_io import read_checkpoint
+
 logger = logging.getLogger(__name__)
 
 _WRAPPERS = ("model", "module", "state_dict", "model_state")
@@ -267,7 +269,7 @@ def load_state_into(
 
 def load_pretrained(model: nn.Module, path: str, cfg: Any) -> LoadReport | Any:
     """Load MODEL.PRETRAINED into ``model`` (delegates to ``model.load_pretrained_state`` when defined)."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = read_checkpoint(path)  # CheckpointError naming the file if it is unreadable or unsafe
     sd = unwrap_state_dict(obj)
     if hasattr(model, "load_pretrained_state"):
         return model.load_pretrained_state(sd, cfg)
