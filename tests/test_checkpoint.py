@@ -1,7 +1,6 @@
 """Checkpoints: atomic writes, weights_only loading, RNG state round trip."""
 
 import os
-import pickle
 import random
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 import torch
 
 from stvideo.engine import checkpoint as ckpt
+from stvideo.utils.checkpoint_io import CheckpointError
 
 
 def test_save_atomic_roundtrip(tmp_path):
@@ -44,7 +44,7 @@ class _Payload:
 def test_load_refuses_arbitrary_objects(tmp_path):
     path = str(tmp_path / "evil.pyth")
     torch.save({"model": {}, "x": _Payload()}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointError, match=r"evil.pyth: holds a pickled Python object \(posix.system\)"):
         ckpt.load(path)
 
 

@@ -81,6 +81,22 @@ def test_batch_must_divide_over_processes():
         load_config(None, ["NUM_GPUS", "4", "TRAIN.BATCH_SIZE", "6"])
 
 
+def test_act_checkpoint_is_swin_only():
+    for arch in ("swin", "stvit_swin"):
+        assert load_config(None, ["MODEL.ARCH", arch, "MODEL.ACT_CHECKPOINT", "True"]).MODEL.ACT_CHECKPOINT
+    for arch in ("vit", "stvit", "evovit", "random_drop"):
+        with pytest.raises(ConfigError, match=f"MODEL.ACT_CHECKPOINT .* MODEL.ARCH {arch} would ignore it"):
+            load_config(None, ["MODEL.ARCH", arch, "MODEL.ACT_CHECKPOINT", "True"])
+
+
+def test_removed_and_shipped_defaults():
+    with pytest.raises(ConfigError, match="Unknown config key LOG_MODEL_INFO"):
+        load_config(None, ["LOG_MODEL_INFO", "False"])
+    default, shipped = get_cfg().STVIT, load_config(str(REPO / "configs/k400/stvit_b.yaml")).STVIT
+    for key in ("START_LAYER", "NUM_SEMANTIC_LAYERS", "GRID", "GRID_MODE", "POOL", "NUM_UNITS"):
+        assert default[key] == shipped[key], key  # the STVIT defaults are the stvit_b recipe
+
+
 def test_parse_args_accepts_both_override_spellings():
     a = parse_args(["--cfg", "x.yaml", "DATA.NUM_FRAMES", "8", "--opts", "SOLVER.BASE_LR", "0.1"])
     assert a.cfg_file == "x.yaml"

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from stvideo.config import get_cfg, load_config
 from stvideo.models import build_model
 from stvideo.models.controls import RandomDropViT, UniformPoolViT
-from stvideo.models.evo import EvoViT
+from stvideo.models.evo import EvoViT, stagewise_epoch
 from stvideo.models.stvit import STViT, layer_roles, pool_centers
 from stvideo.models.vit import VideoViT
 
@@ -201,13 +201,85 @@ def test_evovit_layerwise_then_stagewise_schedule():
     assert model.segments() == [(2, 4), (4, 6)]
     model.eval()
     model.set_epoch(0)
-    assert model.segments() == [(2, 4), (4, 6)]  # eval is always stage-wise
+    assert model.segments() == [(2, 4), (4, 6)]  # EVAL_SELECTION stagewise: eval is always stage-wise
     logits = model(_video())
     for h in handles:
         h.remove()
     assert logits.shape == (2, 5)
     assert calls[:6] == [(1 + N, 1 + N)] * 2 + [(slow, slow)] * 4
     assert calls[-6:] == calls[:6]  # same per-layer token counts in both modes
+
+
+@pytest.mark.parametrize(
+    "max_epoch, switch", [(300, 200), (36, 24), (75, 50), (40, 27), (30, 20), (3, 2), (1, 1)]
+)
+def test_evovit_default_schedule_follows_the_paper(max_epoch, switch):
+    """Default: layer-wise for the first 2/3 of SOLVER.MAX_EPOCH (200 of 300 in the paper)."""
+    cfg = get_cfg()
+    cfg.SOLVER.MAX_EPOCH = max_epoch
+    assert stagewise_epoch(cfg) == (switch if switch < max_epoch else None)
+
+
+def test_evovit_explicit_epoch_and_never():
+    cfg = get_cfg()
+    cfg.SOLVER.MAX_EPOCH = 30
+    cfg.EVO.STAGEWISE_EPOCH = 7
+    assert stagewise_epoch(cfg) == 7
+    cfg.EVO.STAGEWISE_EPOCH = 0
+    assert stagewise_epoch(cfg) == 0
+    cfg.EVO.STAGEWISE_EPOCH = -1
+    cfg.EVO.STAGEWISE_FRACTION = 1.0  # never
+    assert stagewise_epoch(cfg) is None
+    cfg.EVO.STAGEWISE_FRACTION = 0.0
+    assert stagewise_epoch(cfg) == 0
+    for key, bad in (("STAGEWISE_FRACTION", 1.5), ("STAGEWISE_EPOCH", -2)):
+        c = get_cfg()
+        c.EVO[key] = bad
+        with pytest.raises(ValueError, match=f"EVO.{key}"):
+            stagewise_epoch(c)
+
+
+def test_evovit_never_stays_layerwise():
+    model = EvoViT(depth=6, start_layer=2, stage_layers=(2, 4), stagewise_epoch=None, **TINY).train()
+    layerwise = [(2, 3), (3, 4), (4, 5), (5, 6)]
+    for epoch in (0, 10, 10_000):
+        model.set_epoch(epoch)
+        assert model.segments() == layerwise
+    never = EvoViT(
+        depth=6, start_layer=2, stage_layers=(2, 4), stagewise_epoch=None, eval_selection="training", **TINY
+    )
+    assert never.eval().segments() == layerwise  # official eval of a never-stage-wise run: layer-wise
+
+
+def test_shipped_evovit_configs_switch_at_two_thirds():
+    for name, switch in (("synth/evovit_t.yaml", 24), ("k400/evovit_b.yaml", 50), ("ssv2/evovit_b.yaml", 27)):
+        cfg = load_config(str(REPO / "configs" / name))
+        assert stagewise_epoch(cfg) == switch, name
+        assert cfg.EVO.FAST_UPDATE == "representative" and cfg.EVO.EVAL_SELECTION == "stagewise", name
+
+
+@pytest.mark.parametrize("eval_selection", ["stagewise", "training"])
+def test_evovit_validation_selection_follows_the_option(eval_selection):
+    """A val forward during the layer-wise phase runs the layer-wise path with EVAL_SELECTION training
+    (the official DeiT code), the stage-wise path with the default; after the switch both are stage-wise.
+    No dropout or drop path here, so train and eval forwards on one path give bitwise the same logits."""
+    cfg = _cfg("evovit", **{"SOLVER.MAX_EPOCH": 3, "EVO.EVAL_SELECTION": eval_selection})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert model.stagewise_epoch == 2  # round(0.667 * 3)
+    x = _video()
+    with torch.no_grad():
+        model.train()
+        model.set_epoch(1)  # the trainer's call before epoch 1: layer-wise phase
+        layerwise = model(x)["logits"]
+        model.set_epoch(2)
+        stagewise = model(x)["logits"]
+        assert not torch.equal(layerwise, stagewise)  # the two paths differ on this input
+        model.set_epoch(1)
+        val = model.eval()(x)  # Trainer.validate after epoch 1
+        assert torch.equal(val, layerwise if eval_selection == "training" else stagewise)
+        model.set_epoch(2)
+        assert torch.equal(model(x), stagewise)
 
 
 def test_evovit_learnable_ema_and_validation():

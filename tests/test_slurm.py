@@ -28,7 +28,7 @@ TINY = [
     "SYNTH.NUM_FRAMES", "16", "SYNTH.SIZE", "32",
     "SOLVER.MAX_EPOCH", str(EPOCHS), "SOLVER.WARMUP_EPOCHS", "1.0", "MODEL.DROP_PATH_RATE", "0.0",
     "DATA_LOADER.NUM_WORKERS", "0", "TEST.ENABLE", "False", "TRAIN.EVAL_PERIOD", "0",
-    "TRAIN.BATCH_SIZE", "8", "TRAIN.CHECKPOINT_PERIOD", "1", "LOG_MODEL_INFO", "False",
+    "TRAIN.BATCH_SIZE", "8", "TRAIN.CHECKPOINT_PERIOD", "1",
     "MODEL.PATCH_EMBED", "linear",  # the conv stem's BatchNorm sees per-rank batches: not split-invariant
 ]  # fmt: skip
 

@@ -213,10 +213,14 @@ def test_load_pretrained_from_file_unwraps_and_uses_the_registered_filter(tmp_pa
 
 
 def test_every_arch_names_its_family_filter():
-    """Each registry entry names a filter; the ViT-family token methods share the ViT one."""
-    from stvideo.models import swin
+    """Each registry entry names its family's filter; the ViT-family token methods share the ViT one."""
+    from stvideo.models import ptv, swin
 
-    filters = {name: checkpoint_filter(name) for name, _ in MODEL_REGISTRY}
-    for name, filt in filters.items():
-        family = swin.checkpoint_filter_fn if "swin" in name else checkpoint_filter_fn
-        assert filt is family, name
+    for name, _ in MODEL_REGISTRY:
+        if "swin" in name:
+            family = swin.checkpoint_filter_fn
+        elif name in ptv.FAMILIES:
+            family = ptv.checkpoint_filter_fn
+        else:
+            family = checkpoint_filter_fn
+        assert checkpoint_filter(name) is family, name

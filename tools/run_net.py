@@ -18,8 +18,12 @@ def main() -> None:
     except (ConfigError, FileNotFoundError) as e:
         sys.exit(f"Config error: {e}")
     from stvideo.engine.run import run  # heavy imports only after the config is valid
+    from stvideo.utils.checkpoint_io import CheckpointError
 
-    run(cfg)
+    try:
+        run(cfg)
+    except CheckpointError as e:
+        sys.exit(f"Checkpoint error: {e}")
 
 
 if __name__ == "__main__":

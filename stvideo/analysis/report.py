@@ -21,6 +21,7 @@ from tabulate import tabulate
 from stvideo.config import ConfigError, load_config
 from stvideo.config.load import build_arg_parser, parse_with_overrides
 from stvideo.models import build_model
+from stvideo.utils.checkpoint_io import CheckpointError
 
 from .flops import CONVENTION, count_parameters, gflops_str, layer_table, model_flops
 from .memory import measure_memory
@@ -288,6 +289,8 @@ def main(argv: list[str] | None = None, description: str | None = None) -> None:
         report = measure(args)
     except (ConfigError, FileNotFoundError) as e:
         sys.exit(f"Config error: {e}")
+    except CheckpointError as e:
+        sys.exit(f"Checkpoint error: {e}")
     if args.plot:
         plot_accuracy(report, results, args.plot)
     print(render(report))

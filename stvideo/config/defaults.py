@@ -18,7 +18,6 @@ _C.NUM_SHARDS = 1  # number of machines (nodes)
 _C.SHARD_ID = 0  # index of this machine among NUM_SHARDS
 _C.DIST_BACKEND = "auto"  # torch.distributed backend: auto (nccl on GPU, gloo on CPU), nccl or gloo
 _C.LOG_PERIOD = 10  # iterations between train_iter lines in json_stats.log
-_C.LOG_MODEL_INFO = True  # log parameter count and GFLOPs of the model at start-up
 _C.DETERMINISTIC = True  # torch.use_deterministic_algorithms(warn_only) and cudnn.deterministic
 
 # ---------------------------------------------------------------------------- #
@@ -114,7 +113,7 @@ _C.MODEL.LABEL_SMOOTHING = 0.1  # cross-entropy label smoothing (with mixup: MIX
 _C.MODEL.PRETRAINED = ""  # path to a timm (image) or VideoMAE (video) checkpoint to initialise from
 _C.MODEL.PRETRAINED_INFLATE = "center"  # 2D->3D patch-embedding inflation: center or average
 _C.MODEL.PRETRAINED_FORMAT = "auto"  # auto, timm or videomae
-_C.MODEL.ACT_CHECKPOINT = False  # activation checkpointing of transformer blocks
+_C.MODEL.ACT_CHECKPOINT = False  # activation checkpointing per block; Video Swin only (swin, stvit_swin)
 _C.MODEL.PATCH_EMBED = "linear"  # tube embedding: linear (one Conv3d; loads timm) or conv (conv stem)
 _C.MODEL.STEM_WIDTH = 16  # conv stem: channels of its first conv, doubled by each further conv
 
@@ -138,8 +137,8 @@ _C.VIT.ATTN_DROP = 0.0  # attention dropout
 _C.STVIT = CfgNode()
 _C.STVIT.START_LAYER = 4  # index of the first generation layer (layers before run on all tokens)
 _C.STVIT.NUM_SEMANTIC_LAYERS = 6  # semantic-only layers after the two generation layers (per unit)
-_C.STVIT.GRID = [8, 4, 4]  # semantic-token grid (T', H', W') the centers are pooled to
-_C.STVIT.GRID_MODE = "slice"  # slice: per-temporal-slice 2D grids; joint: one 3D grid
+_C.STVIT.GRID = [4, 4, 4]  # semantic-token grid (T', H', W') the centers are pooled to (stvit_b: 64 tokens)
+_C.STVIT.GRID_MODE = "joint"  # joint: one 3D grid (stvit_b); slice: per-temporal-slice 2D grids (stvit_r_b)
 _C.STVIT.POOL = "max"  # center pooling: max or avg
 _C.STVIT.GLOBAL_CENTERS = True  # learned global center tensor added to layer-2 queries
 _C.STVIT.LAYER_SCALE_INIT = 1e-5  # LayerScale init in STViT blocks; 0 disables
@@ -152,9 +151,11 @@ _C.EVO.START_LAYER = 4  # first layer with token selection
 _C.EVO.KEEP_RATIO = 0.5  # fraction of patch tokens on the slow path
 _C.EVO.EMA_WEIGHT = 0.5  # weight of the new layer's class attention in the moving average
 _C.EVO.LEARNABLE_EMA = False  # learn the moving-average weight (sigmoid of a scalar per layer)
-_C.EVO.FAST_UPDATE = "representative"  # representative (residual of a summary token) or identity
+_C.EVO.FAST_UPDATE = "representative"  # representative (official LeViT code) or identity (official DeiT code)
 _C.EVO.STAGE_LAYERS = [4, 8]  # stage-wise selection happens at these layers
-_C.EVO.STAGEWISE_EPOCH = -1  # training switches to stage-wise at this epoch (-1 = never); eval is stage-wise
+_C.EVO.STAGEWISE_FRACTION = 0.667  # share of MAX_EPOCH selecting layer-wise (paper 2/3); 1 = never stage-wise
+_C.EVO.STAGEWISE_EPOCH = -1  # 0-based epoch training turns stage-wise; -1 = from STAGEWISE_FRACTION
+_C.EVO.EVAL_SELECTION = "stagewise"  # val/test: stagewise, or training (mode training is in; official DeiT)
 _C.EVO.AUX_CLS_WEIGHT = 0.5  # weight of the auxiliary cls-token head loss (mean-pool head gets 1 - w)
 
 # Controls at matched FLOPs (stvideo.models.controls)
@@ -262,9 +263,13 @@ CHOICES = {
     "STVIT.GRID_MODE": ("slice", "joint"),
     "STVIT.POOL": ("max", "avg"),
     "EVO.FAST_UPDATE": ("representative", "identity"),
+    "EVO.EVAL_SELECTION": ("stagewise", "training"),
     "TEST.ENSEMBLE_METHOD": ("prob_mean", "logit_mean", "max"),
     "SOLVER.BASE_LR_SCALE": ("linear", "none"),
 }
+
+# MODEL.ARCH values whose builders honour MODEL.ACT_CHECKPOINT; any other arch with it set is a config error.
+ACT_CHECKPOINT_ARCHS = ("swin", "stvit_swin")
 
 
 def get_cfg() -> CfgNode:

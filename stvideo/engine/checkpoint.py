@@ -4,19 +4,29 @@ Layout: ``OUTPUT_DIR/checkpoints/last.pyth`` (always the newest) and
 ``checkpoint_epoch_{epoch:05d}.pyth`` every TRAIN.CHECKPOINT_PERIOD epochs. A checkpoint is
 written to a temporary file in the same folder, fsynced, then renamed over the target, so a
 crash mid-write leaves the previous checkpoint intact and no half file under the real name.
+
+Files are read with :func:`stvideo.utils.checkpoint_io.read_checkpoint`; an unreadable one raises
+``CheckpointError`` naming it. Auto-resume takes the newest readable of ``last.pyth`` and the periodic
+checkpoints (:func:`find_resume`); the trainer renames each unreadable one it skipped to
+``<name>.corrupt`` (:func:`set_aside`), so no later save overwrites a file the run could not read.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
 from typing import Any
 
 import numpy as np
 import torch
 
+from stvideo.utils.checkpoint_io import CheckpointError, check_checkpoint, read_checkpoint
+
 LAST = "last.pyth"
+RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "rng")
+_PERIODIC = re.compile(r"checkpoint_epoch_(\d+)\.pyth")
 
 
 def checkpoint_dir(output_dir: str) -> str:
@@ -46,8 +56,15 @@ def save_atomic(obj: Any, path: str) -> None:
 
 
 def load(path: str) -> dict[str, Any]:
-    """Load a checkpoint without unpickling arbitrary objects (``weights_only=True``)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a checkpoint without unpickling arbitrary objects (``weights_only=True``).
+
+    Raises ``CheckpointError`` (naming the file) if it is missing, truncated, not a torch file, holds
+    objects ``weights_only`` refuses, or is not a dict.
+    """
+    state = read_checkpoint(path)
+    if not isinstance(state, dict):
+        raise CheckpointError(path, f"not an stvideo checkpoint: holds a {type(state).__name__}, not a dict")
+    return state
 
 
 def rng_state() -> dict[str, Any]:
@@ -80,6 +97,50 @@ def find_last(output_dir: str) -> str | None:
     return path if os.path.isfile(path) else None
 
 
+def resume_candidates(output_dir: str) -> list[str]:
+    """``last.pyth`` (if present), then the periodic checkpoints, newest epoch first."""
+    folder = checkpoint_dir(output_dir)
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    periodic = sorted((int(m.group(1)), n) for n in names if (m := _PERIODIC.fullmatch(n)))
+    paths = [os.path.join(folder, n) for _, n in reversed(periodic)]
+    last = find_last(output_dir)
+    return [last, *paths] if last else paths
+
+
+def find_resume(output_dir: str) -> tuple[str | None, list[tuple[str, str]]]:
+    """(newest readable checkpoint to resume from, [(path, problem)] of the unreadable ones before it).
+
+    (None, []) when the run has no checkpoint. ``CheckpointError`` naming every file when there are
+    checkpoints but none can be read (the run must stop rather than start over and overwrite them).
+    """
+    bad: list[tuple[str, str]] = []
+    for path in resume_candidates(output_dir):
+        try:
+            check_checkpoint(path, RESUME_KEYS)
+        except CheckpointError as e:
+            bad.append((path, e.problem))
+            continue
+        return path, bad
+    if bad:
+        listed = "; ".join(f"{os.path.basename(p)}: {problem}" for p, problem in bad)
+        raise CheckpointError(
+            checkpoint_dir(output_dir),
+            f"no readable checkpoint to resume from ({listed}). Move them away to start over, "
+            "or set TRAIN.AUTO_RESUME False",
+        )
+    return None, []
+
+
+def set_aside(path: str) -> str:
+    """Rename an unreadable checkpoint to ``<path>.corrupt`` (``.corrupt.1``, ... if taken); new path."""
+    target, n = f"{path}.corrupt", 0
+    while os.path.exists(target):
+        n += 1
+        target = f"{path}.corrupt.{n}"
+    os.replace(path, target)
+    return target
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The module inside DistributedDataParallel (or the model itself)."""
     return model.module if hasattr(model, "module") else model
@@ -87,4 +148,12 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def load_model_weights(model: torch.nn.Module, path: str) -> None:
     """Load only the ``model`` entry of an stvideo checkpoint (strict: names must match)."""
-    unwrap(model).load_state_dict(load(path)["model"])
+    state = load(path)
+    if "model" not in state:
+        raise CheckpointError(path, f"not an stvideo checkpoint: no 'model' entry (has: {', '.join(state)})")
+    try:
+        unwrap(model).load_state_dict(state["model"])
+    except RuntimeError as e:
+        lines = [s.strip() for s in str(e).splitlines() if s.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else ""
+        raise CheckpointError(path, f"its weights do not fit this model ({detail[:200]})") from None

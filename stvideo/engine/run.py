@@ -17,6 +17,7 @@ from fvcore.common.config import CfgNode
 from torch.nn.parallel import DistributedDataParallel
 
 from stvideo.models import build_model
+from stvideo.utils.checkpoint_io import check_checkpoint
 from stvideo.utils.distributed import (
     barrier,
     get_rank,
@@ -56,9 +57,28 @@ def _tensorboard(cfg: CfgNode) -> Any:
     return SummaryWriter(os.path.join(cfg.OUTPUT_DIR, "tb"))
 
 
+def check_checkpoints(cfg: CfgNode) -> None:
+    """Read every checkpoint file this run will load (cheaply: tensors are mapped, not read) before
+    anything is written, so a missing, truncated or unsafe file stops the run (``CheckpointError``
+    naming it) with the output folder as it was."""
+    paths = [(cfg.MODEL.PRETRAINED, ())] if cfg.MODEL.PRETRAINED else []
+    if cfg.TRAIN.ENABLE:
+        resume = ckpt.find_resume(cfg.OUTPUT_DIR)[0] if cfg.TRAIN.AUTO_RESUME else None
+        if not resume and cfg.TRAIN.CHECKPOINT_FILE_PATH:
+            paths.append((cfg.TRAIN.CHECKPOINT_FILE_PATH, ("model",)))
+    if cfg.TEST.ENABLE:
+        if cfg.TEST.CHECKPOINT_FILE_PATH:
+            paths.append((cfg.TEST.CHECKPOINT_FILE_PATH, ("model",)))
+        elif not cfg.TRAIN.ENABLE and ckpt.find_last(cfg.OUTPUT_DIR):
+            paths.append((ckpt.find_last(cfg.OUTPUT_DIR), ("model",)))
+    for path, keys in paths:
+        check_checkpoint(path, keys)
+
+
 def run(cfg: CfgNode) -> dict[str, Any]:
     """Train and/or test as configured; return {"train": ..., "test": ...} stats."""
     device = init_distributed(cfg)
+    check_checkpoints(cfg)
     write_config(cfg)
     setup_logging(cfg.OUTPUT_DIR)
     logger.info("Rank %d/%d on %s; output in %s", get_rank(), get_world_size(), device, cfg.OUTPUT_DIR)

@@ -76,8 +76,18 @@ class Trainer:
         }
 
     def resume(self) -> None:
-        """Continue from ``last.pyth`` (AUTO_RESUME) or start from TRAIN.CHECKPOINT_FILE_PATH weights."""
-        last = ckpt.find_last(self.cfg.OUTPUT_DIR) if self.cfg.TRAIN.AUTO_RESUME else None
+        """Continue from the newest readable checkpoint (AUTO_RESUME: ``last.pyth``, else the newest readable
+        periodic one) or start from TRAIN.CHECKPOINT_FILE_PATH weights.
+
+        Each unreadable checkpoint skipped is renamed to ``<name>.corrupt`` (rank 0) before training goes
+        on, so no later save overwrites it; none readable at all stops the run (``CheckpointError``).
+        """
+        last, bad = ckpt.find_resume(self.cfg.OUTPUT_DIR) if self.cfg.TRAIN.AUTO_RESUME else (None, [])
+        for path, problem in bad:
+            aside = ckpt.set_aside(path) if is_main_process() else f"{path}.corrupt"
+            logger.warning("Cannot resume from %s: %s. Moved it to %s", path, problem, aside)
+        if bad and last:
+            logger.warning("Resuming from %s, the newest readable checkpoint", last)
         if last:
             state = ckpt.load(last)
             ckpt.unwrap(self.model).load_state_dict(state["model"])

@@ -10,8 +10,12 @@ unchanged (the official DeiT code). Tokens are gathered with ``torch.gather`` an
 inverse permutation, so the output has every token in its original position.
 
 Selection is layer-wise (re-select before every layer from EVO.START_LAYER) in early training and
-stage-wise (select at EVO.STAGE_LAYERS, re-attach at the end of each stage) from epoch
-EVO.STAGEWISE_EPOCH on and always in eval. Training returns the auxiliary cls-head logits as well.
+stage-wise (select at EVO.STAGE_LAYERS, re-attach at the end of each stage) from the switch epoch on:
+EVO.STAGEWISE_EPOCH, or by default round(EVO.STAGEWISE_FRACTION * SOLVER.MAX_EPOCH), the paper's
+layer-wise first 2/3 (200 of 300 DeiT epochs); STAGEWISE_FRACTION 1.0 never switches. Eval forwards are
+stage-wise (EVO.EVAL_SELECTION stagewise), or follow the mode training is in (``training``: the
+official DeiT code, which validates layer-wise during the layer-wise phase). Training returns the
+auxiliary cls-head logits as well.
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ class EvoViT(VideoViT):
         learnable_ema: bool = False,
         fast_update: str = "representative",
         stage_layers: tuple[int, ...] = (4, 8),
-        stagewise_epoch: int = -1,
+        stagewise_epoch: int | None = None,
+        eval_selection: str = "stagewise",
         aux_cls_weight: float = 0.5,
         **vit: object,
     ):
@@ -76,6 +81,10 @@ class EvoViT(VideoViT):
             raise ValueError(f"EVO.KEEP_RATIO must be in (0, 1], got {keep_ratio}")
         if fast_update not in ("representative", "identity"):
             raise ValueError(f"unknown EVO.FAST_UPDATE {fast_update!r}; use representative or identity")
+        if eval_selection not in ("stagewise", "training"):
+            raise ValueError(f"unknown EVO.EVAL_SELECTION {eval_selection!r}; use stagewise or training")
+        if stagewise_epoch is not None and stagewise_epoch < 0:
+            raise ValueError(f"stagewise_epoch must be >= 0 or None (never), got {stagewise_epoch}")
         if not 0.0 < ema_weight <= 1.0:
             raise ValueError(f"EVO.EMA_WEIGHT must be in (0, 1], got {ema_weight}")
         self.start_layer = start_layer
@@ -83,8 +92,9 @@ class EvoViT(VideoViT):
         self.fast_update = fast_update
         self.layerwise_segments = [(i, i + 1) for i in range(start_layer, self.depth)]
         self.stagewise_segments = list(zip(stages, stages[1:] + [self.depth], strict=True))
-        self.stagewise_epoch = stagewise_epoch
-        self.stagewise = stagewise_epoch == 0
+        self.stagewise_epoch = stagewise_epoch  # 0-based epoch training turns stage-wise; None = never
+        self.eval_selection = eval_selection
+        self.epoch: int | None = None  # set by the trainer (set_epoch); None = not trained in this process
         self.aux_cls_weight = aux_cls_weight
         for blk in self.blocks:
             dim = blk.attn.qkv.in_features
@@ -105,12 +115,24 @@ class EvoViT(VideoViT):
             self._init_weights(self.aux_head)
 
     def set_epoch(self, epoch: int) -> None:
-        """Switch training from layer-wise to stage-wise selection at EVO.STAGEWISE_EPOCH."""
-        self.stagewise = 0 <= self.stagewise_epoch <= epoch
+        """The 0-based epoch about to be trained; selection turns stage-wise at ``stagewise_epoch``."""
+        self.epoch = epoch
+
+    @property
+    def stagewise(self) -> bool:
+        """Whether training is in its stage-wise phase. Before any ``set_epoch`` a training forward is
+        at epoch 0 and an eval forward sees the model as training leaves it (stage-wise unless never)."""
+        if self.stagewise_epoch is None:
+            return False
+        if self.epoch is None:
+            return self.stagewise_epoch == 0 or not self.training
+        return self.epoch >= self.stagewise_epoch
 
     def segments(self) -> list[tuple[int, int]]:
         """(first, end) layer ranges that run on the selected tokens, in the current mode."""
-        return self.stagewise_segments if self.stagewise or not self.training else self.layerwise_segments
+        if not self.training and self.eval_selection == "stagewise":
+            return self.stagewise_segments
+        return self.stagewise_segments if self.stagewise else self.layerwise_segments
 
     def _update_score(self, score: Tensor | None, layer: int, row: Tensor) -> Tensor:
         if score is None or layer < self.start_layer:
@@ -169,6 +191,24 @@ class EvoViT(VideoViT):
         return {"logits": logits, "aux_logits": aux, "aux_weight": self.aux_cls_weight}
 
 
+def stagewise_epoch(cfg: CfgNode) -> int | None:
+    """0-based epoch from which training selects stage-wise, or None when it never does.
+
+    EVO.STAGEWISE_EPOCH >= 0 is used as given; -1 (default) means round(EVO.STAGEWISE_FRACTION *
+    SOLVER.MAX_EPOCH) (0.667: the paper's layer-wise first 2/3). An epoch >= SOLVER.MAX_EPOCH (e.g.
+    STAGEWISE_FRACTION 1.0) is never reached: training stays layer-wise.
+    """
+    e, total = cfg.EVO, cfg.SOLVER.MAX_EPOCH
+    if e.STAGEWISE_EPOCH < -1:
+        raise ValueError(
+            f"EVO.STAGEWISE_EPOCH must be -1 (from STAGEWISE_FRACTION) or >= 0, not {e.STAGEWISE_EPOCH}"
+        )
+    if not 0.0 <= e.STAGEWISE_FRACTION <= 1.0:
+        raise ValueError(f"EVO.STAGEWISE_FRACTION must be in [0, 1] (1 = never), got {e.STAGEWISE_FRACTION}")
+    epoch = e.STAGEWISE_EPOCH if e.STAGEWISE_EPOCH >= 0 else math.floor(e.STAGEWISE_FRACTION * total + 0.5)
+    return epoch if epoch < total else None
+
+
 @register_model(checkpoint_filter=checkpoint_filter_fn)
 def evovit(cfg: CfgNode) -> EvoViT:
     """Evo-ViT: slow-fast token evolution selected by global class attention."""
@@ -180,7 +220,8 @@ def evovit(cfg: CfgNode) -> EvoViT:
         learnable_ema=e.LEARNABLE_EMA,
         fast_update=e.FAST_UPDATE,
         stage_layers=tuple(e.STAGE_LAYERS),
-        stagewise_epoch=e.STAGEWISE_EPOCH,
+        stagewise_epoch=stagewise_epoch(cfg),
+        eval_selection=e.EVAL_SELECTION,
         aux_cls_weight=e.AUX_CLS_WEIGHT,
         **vit_kwargs(cfg),
     )

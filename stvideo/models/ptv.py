@@ -21,18 +21,22 @@ files (state dict under ``model_state``, PyTorchVideo's key names) into it.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from fvcore.common.config import CfgNode
-from pytorchvideo.models import hub
-from pytorchvideo.models.csn import create_csn
-from pytorchvideo.models.r2plus1d import create_r2plus1d
-from pytorchvideo.models.resnet import create_resnet
-from pytorchvideo.models.slowfast import create_slowfast
-from pytorchvideo.models.x3d import create_x3d
 from torch import Tensor, nn
+
+with warnings.catch_warnings():  # pytorchvideo.models imports fvcore.nn, which jit-scripts a focal loss
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    from pytorchvideo.models import hub
+    from pytorchvideo.models.csn import create_csn
+    from pytorchvideo.models.r2plus1d import create_r2plus1d
+    from pytorchvideo.models.resnet import create_resnet
+    from pytorchvideo.models.slowfast import create_slowfast
+    from pytorchvideo.models.x3d import create_x3d
 
 from .build import register_model
 from .weights import LoadReport

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from timm.layers import resample_patch_embed
 from torch import Tensor, nn
+
+from stvideo.utils.checkpoint_io import read_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,6 @@ def load_pretrained(model: nn.Module, path: str, cfg: Any) -> LoadReport:
     """Load MODEL.PRETRAINED into ``model`` through the checkpoint filter of ``cfg.MODEL.ARCH``."""
     from .build import checkpoint_filter  # the registry imports the families, which import this module
 
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = read_checkpoint(path)  # CheckpointError naming the file if it is unreadable or unsafe
     logger.info("loading pretrained weights from %s", path)
     return load_state_into(model, unwrap_state_dict(obj), checkpoint_filter(cfg.MODEL.ARCH), cfg)
