@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,23 +28,27 @@ import decord
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from stvideo.config.defaults import get_cfg  # noqa: E402
-from stvideo.data.kinetics import Kinetics  # noqa: E402
-from stvideo.data.preprocessor import ClipPreprocessor  # noqa: E402
-from stvideo.data.ssv2 import SSv2  # noqa: E402
-from stvideo.data.video_dataset import VideoDataset, sample_seed  # noqa: E402
-from tests import videos as V  # noqa: E402
+from stvideo.config.defaults import get_cfg
+from stvideo.data.kinetics import Kinetics
+from stvideo.data.preprocessor import ClipPreprocessor
+from stvideo.data.ssv2 import SSv2
+from stvideo.data.video_dataset import VideoDataset, sample_seed
+from stvideo.data.video_writer import textured_frames, write_video
 
 
 def make_k400(root: Path, n: int) -> None:
     """``n`` K400-like videos (340x256, 300 frames, 30 fps, x264 GOP 250 with B-frames) + csv lists."""
     lines = []
     for i in range(n):
-        frames = V.textured_frames(300, 256, 340, seed=i)
-        V.write_video(root / f"k{i}.mp4", frames, fps=30, gop=250, options={"crf": "23", "bf": "3"})
+        frames = textured_frames(300, 256, 340, seed=i)
+        write_video(
+            root / f"k{i}.mp4",
+            frames,
+            30,
+            "h264",
+            gop=250,
+            options={"crf": "23", "preset": "veryfast", "bf": "3"},
+        )
         lines.append(f"k{i}.mp4 {i % 4}")
     for split in ("train", "test"):
         (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
@@ -56,8 +59,9 @@ def make_ssv2(root: Path, n: int) -> None:
     templates = {f"Doing thing {c} to something": str(c) for c in range(4)}
     entries = []
     for i in range(n):
-        frames = V.textured_frames(48, 240, 427, seed=100 + i)
-        V.write_video(root / f"{i}.webm", frames, fps=12, codec="vp9", gop=120, options={"crf": "32"})
+        frames = textured_frames(48, 240, 427, seed=100 + i)
+        options = {"crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8"}
+        write_video(root / f"{i}.webm", frames, 12, "vp9", gop=120, options=options)
         entries.append({"id": str(i), "label": "x", "template": f"Doing thing {i % 4} to [something]"})
     (root / "something-something-v2-labels.json").write_text(json.dumps(templates))
     for split in ("train", "validation"):

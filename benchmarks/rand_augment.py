@@ -12,23 +12,19 @@ with whole-clip statistics, the training pipeline's default). The clip is a Rand
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from stvideo.data.rand_augment import _OPS, _SPACE, ClipRandAugment, _LazyClip  # noqa: E402
-from tests import videos as V  # noqa: E402
+from stvideo.data.rand_augment import OPS, ClipRandAugment, apply_op, op_magnitude
+from stvideo.data.video_writer import textured_frames
 
 
-def median_ms(fn, repeats: int) -> float:
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
     """Median wall time of ``fn()`` in ms after one warm-up call."""
     fn()
     times = []
@@ -47,13 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # as in a DataLoader worker
 
-    frames = torch.from_numpy(V.textured_frames(16, 256, 340, seed=0)).permute(0, 3, 1, 2)
+    frames = torch.from_numpy(textured_frames(16, 256, 340, seed=0)).permute(0, 3, 1, 2)
     clip = v2.functional.resized_crop(frames, 10, 20, 200, 300, [224, 224], antialias=True)
     reference = v2.RandAugment(num_magnitude_bins=11)
     print("| op | torchvision ms | ClipRandAugment ms |\n|---|---|---|")
-    for op in _OPS:
-        magnitudes = _SPACE[op][0](11, 224, 224)
-        magnitude = 0.0 if magnitudes is None else float(magnitudes[7])
+    for op in OPS:
+        magnitude = op_magnitude(op, 7, 11, 224, 224)
 
         def torchvision_op(op: str = op, magnitude: float = magnitude) -> torch.Tensor:
             return reference._apply_image_or_video_transform(
@@ -61,9 +56,7 @@ def main(argv: list[str] | None = None) -> None:
             )
 
         def clip_op(op: str = op, magnitude: float = magnitude) -> torch.Tensor:
-            state = _LazyClip(clip, clip_statistics=False)
-            state.apply(op, magnitude)
-            return state.result()
+            return apply_op(clip, op, magnitude, clip_statistics=False)
 
         ms_torchvision, ms_clip = median_ms(torchvision_op, args.repeats), median_ms(clip_op, args.repeats)
         print(f"| {op} | {ms_torchvision:.1f} | {ms_clip:.1f} |")

@@ -6,7 +6,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
-from stvideo.data.rand_augment import _GEOMETRIC, _OPS, _SPACE, ClipRandAugment, _gather_map, _LazyClip
+from stvideo.data.rand_augment import _GEOMETRIC, _SPACE, OPS, ClipRandAugment, _gather_map, _LazyClip
 
 
 def _clip(t: int, h: int, w: int, seed: int) -> torch.Tensor:
@@ -35,7 +35,7 @@ def test_every_op_equals_torchvision(shape):
     t, h, w = shape
     clip = _clip(t, h, w, seed=h * w)
     reference = v2.RandAugment()
-    for op in _OPS:
+    for op in OPS:
         for magnitude in _magnitudes(op, h, w):
             # torchvision's own per-op dispatch (private, but it is exactly what RandAugment runs)
             want = reference._apply_image_or_video_transform(

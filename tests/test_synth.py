@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import multiprocessing
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -44,6 +48,14 @@ def video_files(root: Path) -> list[Path]:
     return sorted(p.relative_to(root) for p in root.rglob("*") if p.suffix in (".mp4", ".webm"))
 
 
+def file_hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """a and b: same seed (b made with 2 worker processes), c: another seed. a and b have the SSv2 copy."""
@@ -60,8 +72,8 @@ def test_same_seed_identical_other_seed_different(datasets: dict[str, Path]) -> 
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     assert video_files(a) == video_files(b)
     assert len(video_files(a)) == 3 * NUM_CLASSES + 2 * NUM_CLASSES  # kinetics layout + ssv2 train/val
-    for rel in video_files(a):
-        np.testing.assert_array_equal(decode_pyav(a / rel), decode_pyav(b / rel), err_msg=str(rel))
+    # Every file, videos (mp4 and webm) included, byte for byte: 1 worker vs 2 forked workers.
+    assert file_hashes(a) == file_hashes(b)
     # Another seed: same file names and labels, different pixels in every video.
     assert (a / "train.csv").read_bytes() == (c / "train.csv").read_bytes()
     for rel in video_files(c):
@@ -139,6 +151,62 @@ def test_videos_decode_with_decord_and_pyav(tmp_path: Path, codec: str) -> None:
     assert np.abs(by_pyav.astype(int) - by_decord.astype(int)).max() <= 1
     assert np.abs(by_pyav.astype(float) - frames).mean() < 8  # compression keeps the content
     assert decord.VideoReader(str(path)).get_avg_fps() == pytest.approx(30)
+
+
+# Child process: loads only the writer module (av + numpy, no torch), encodes each video twice and prints
+# the sha256 of every file. Its heap starts out differently from this process's, and MALLOC_PERTURB_
+# makes glibc fill fresh allocations with a given byte, so memory the encoder reads without writing
+# shows up as different bytes (x264's AVX-512 code did: see stvideo/data/video_writer.py).
+_ENCODE_CHILD = """
+import hashlib, importlib.util, json, sys
+import numpy as np
+spec = importlib.util.spec_from_file_location("video_writer", sys.argv[1])
+writer = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(writer)
+videos, codec, options, out = np.load(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]), sys.argv[5]
+hashes = []
+for i, frames in enumerate(videos):
+    for k in range(2):
+        path = f"{out}/{i}_{k}.{writer.CODECS[codec][1]}"
+        path = writer.write_video(path, frames, 30, codec, options=options)
+        hashes.append(hashlib.sha256(path.read_bytes()).hexdigest())
+print(json.dumps(hashes))
+"""
+
+
+@pytest.mark.parametrize("codec", ["h264", "vp9"])
+def test_encoding_is_byte_identical_in_this_and_fresh_processes(tmp_path: Path, codec: str) -> None:
+    """Same frames, same bytes: 6 encodes here, then 2 in each of 3 fresh processes with different heaps."""
+    # 64 px, 32 frames: large enough for x264's B-frames and MB-tree lookahead, where the reads were.
+    videos = np.stack(
+        [render_video(label, np.random.default_rng([5, label]), 32, 64).frames for label in range(3)]
+    )
+    ext = synth.CODECS[codec][1]
+    want = []
+    for i, frames in enumerate(videos):
+        hashes = set()
+        for k in range(6):
+            path = tmp_path / f"here_{i}_{k}.{ext}"
+            synth.encode_video(frames, path, 30, codec)
+            hashes.add(hashlib.sha256(path.read_bytes()).hexdigest())
+        assert len(hashes) == 1, f"video {i}: 6 encodes in one process gave {len(hashes)} different files"
+        want += list(hashes) * 2
+    np.save(tmp_path / "videos.npy", videos)
+    args = [str(Path(synth.__file__).with_name("video_writer.py")), str(tmp_path / "videos.npy"), codec]
+    args.append(json.dumps(synth._QUALITY[codec]))
+    for perturb in (None, "85", "170"):
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_PERTURB_"}
+        if perturb is not None:
+            env["MALLOC_PERTURB_"] = perturb
+        out = tmp_path / f"child_{perturb}"
+        out.mkdir()
+        result = subprocess.run(
+            [sys.executable, "-c", _ENCODE_CHILD, *args, str(out)], env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == want, (
+            f"fresh process (MALLOC_PERTURB_={perturb}) wrote other bytes"
+        )
 
 
 def test_all_generated_videos_decode(datasets: dict[str, Path]) -> None:

@@ -1,28 +1,33 @@
-"""Generate small real video files with PyAV for tests (and benchmarks).
+"""Generate small real video files for tests (``textured_frames`` is re-exported from the package).
 
 Frames carry their own index so a test can tell exactly which frame a decoder returned:
 frame ``i`` has a flat grey level ``level_of(i)`` in its left half, and its right half holds
 horizontal and vertical colour ramps (so spatial crop positions are visible in pixel values).
-Codecs: H.264 in mp4, VP9 in webm (both lossy, so levels are spaced ``LEVEL_STEP`` apart and
-read back by rounding).
+Codecs: H.264 in mp4, VP9 in webm, written by ``stvideo.data.video_writer`` (both lossy, so levels
+are spaced ``LEVEL_STEP`` apart and read back by rounding).
 Also writes the broken inputs the data pipeline must survive: truncated, zero-length and non-video files,
 audio without video, and a still image under a video name.
 """
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 from PIL import Image
 
+from stvideo.data import video_writer
+from stvideo.data.video_writer import textured_frames as textured_frames  # re-exported for the tests
+
 LEVEL_STEP = 6  # grey-level distance between consecutive frame indices (survives lossy coding)
 LEVEL_BASE = 16  # grey level of frame 0 (kept away from black, where codecs clip)
 MAX_INDEXED_FRAMES = (235 - LEVEL_BASE) // LEVEL_STEP + 1  # frames whose level stays below 236
 
-CODECS = {"h264": ("libx264", ".mp4"), "vp9": ("libvpx-vp9", ".webm")}
+_TEST_OPTIONS = {
+    "h264": {"crf": "12", "preset": "veryfast", "bf": "0"},
+    "vp9": {"crf": "12", "b": "0", "deadline": "realtime", "cpu-used": "8"},
+}
 
 
 def level_of(index: int) -> int:
@@ -57,26 +62,6 @@ def frame_index(frame: np.ndarray) -> int:
     return index_of(frame[..., 2].mean())
 
 
-def textured_frames(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
-    """(T, H, W, 3) uint8 moving colour pattern with mild noise: compresses like natural video.
-
-    One large pattern is computed once and each frame is a window sliding across it (a pan).
-    """
-    rng = np.random.default_rng(seed)
-    dy, dx = 2, 3  # pan speed in pixels per frame
-    big_h, big_w = height + dy * num_frames, width + dx * num_frames
-    yy, xx = np.mgrid[0:big_h, 0:big_w].astype(np.float32)
-    pattern = np.empty((big_h, big_w, 3), dtype=np.float32)
-    for c, phase in enumerate(rng.uniform(0, 2 * np.pi, size=3)):
-        pattern[..., c] = 127 + 100 * np.sin(xx / (9.0 + 4 * c) + phase) * np.cos(yy / (13.0 + c))
-    noise = rng.normal(0, 6, size=(height, width, 3)).astype(np.float32)
-    frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
-    for i in range(num_frames):
-        window = pattern[dy * i : dy * i + height, dx * i : dx * i + width]
-        frames[i] = np.clip(window + np.roll(noise, 7 * i, axis=1), 0, 255)
-    return frames
-
-
 def write_video(
     path: str | Path,
     frames: np.ndarray,
@@ -86,38 +71,23 @@ def write_video(
     gop: int = 12,
     options: dict[str, str] | None = None,
 ) -> Path:
-    """Encode ``frames`` (T, H, W, 3 uint8) to ``path``; ``timestamps`` (seconds) make it variable-rate.
+    """Encode ``frames`` (T, H, W, 3 uint8) with the package writer; ``timestamps`` (s) make it variable-rate.
 
-    H.264 needs even sizes, so odd sizes are written as yuv444p (High 4:4:4); VP9 takes any size.
-    ``options`` override the encoder options (defaults: near-lossless, no B-frames).
+    H.264 needs even sizes for yuv420p, so odd sizes are written as yuv444p (High 4:4:4); VP9 takes any
+    size. ``options`` override the encoder options (defaults: near-lossless, no B-frames).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    encoder, _ = CODECS[codec]
-    height, width = frames.shape[1:3]
-    odd = height % 2 or width % 2
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(encoder, rate=fps)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv444p" if (odd and codec == "h264") else "yuv420p"
-        stream.codec_context.gop_size = gop
-        if codec == "h264":
-            stream.options = {"crf": "12", "preset": "veryfast", "bf": "0"}
-        else:
-            stream.options = {"crf": "12", "b": "0", "deadline": "realtime", "cpu-used": "8"}
-        stream.options = {**stream.options, **(options or {})}
-        if timestamps is not None:
-            stream.codec_context.time_base = Fraction(1, 1000)
-        for i, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-            if timestamps is not None:
-                frame.pts = int(round(timestamps[i] * 1000))
-                frame.time_base = Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    odd = frames.shape[1] % 2 or frames.shape[2] % 2
+    defaults = _TEST_OPTIONS[codec]
+    return video_writer.write_video(
+        path,
+        frames,
+        fps,
+        codec,
+        options={**defaults, **(options or {})},
+        gop=gop,
+        pix_fmt="yuv444p" if (odd and codec == "h264") else "yuv420p",
+        timestamps=timestamps,
+    )
 
 
 def write_indexed_video(

@@ -28,7 +28,7 @@ from torchvision.transforms.v2 import functional as F
 
 # torchvision's op set, magnitude bins and sign rule, used as is.
 _SPACE = RandAugment._AUGMENTATION_SPACE
-_OPS = tuple(_SPACE)
+OPS: tuple[str, ...] = tuple(_SPACE)  # op names in torchvision's order (its draw indexes this)
 _GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 _VALUES = torch.arange(256, dtype=torch.uint8)
 
@@ -63,16 +63,27 @@ class ClipRandAugment:
         height, width = clip.shape[-2:]
         state = _LazyClip(clip, self.clip_statistics)
         for _ in range(self.num_ops):
-            op = _OPS[int(torch.randint(len(_OPS), ()))]
-            magnitudes_fn, signed = _SPACE[op]
-            magnitudes = magnitudes_fn(self.num_magnitude_bins, height, width)
-            magnitude = 0.0
-            if magnitudes is not None:
-                magnitude = float(magnitudes[self.magnitude])
-                if signed and torch.rand(()) <= 0.5:
-                    magnitude *= -1
+            op = OPS[int(torch.randint(len(OPS), ()))]
+            magnitude = op_magnitude(op, self.magnitude, self.num_magnitude_bins, height, width)
+            if (
+                _SPACE[op][1] and torch.rand(()) <= 0.5
+            ):  # signed ops all have magnitudes, as torchvision draws
+                magnitude *= -1
             state.apply(op, magnitude)
         return state.result()
+
+
+def op_magnitude(op: str, magnitude_bin: int, num_magnitude_bins: int, height: int, width: int) -> float:
+    """torchvision's unsigned magnitude of ``op`` at ``magnitude_bin`` for an HxW image (0.0: none)."""
+    magnitudes = _SPACE[op][0](num_magnitude_bins, height, width)
+    return 0.0 if magnitudes is None else float(magnitudes[magnitude_bin])
+
+
+def apply_op(clip: torch.Tensor, op: str, magnitude: float, clip_statistics: bool = True) -> torch.Tensor:
+    """One ClipRandAugment op at a fixed signed ``magnitude`` on a (T, 3, H, W) uint8 clip (for timing)."""
+    state = _LazyClip(clip, clip_statistics)
+    state.apply(op, magnitude)
+    return state.result()
 
 
 class _LazyClip:

@@ -22,19 +22,19 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from fractions import Fraction
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import av
 import numpy as np
 from fvcore.common.config import CfgNode
+
+from .video_writer import CODECS, write_video
 
 logger = logging.getLogger(__name__)
 
 # Bump when the rendering changes, so an old cache is reported as different instead of silently reused.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 META_FILE = "synth_meta.json"
 SPLITS = ("train", "val", "test")
 
@@ -54,7 +54,10 @@ CLASSES: tuple[tuple[str, str, int], ...] = (
 CLASS_NAMES: tuple[str, ...] = tuple(c[0] for c in CLASSES)
 NUM_CLASSES = len(CLASSES)
 SHAPES = ("bar", "ellipse", "triangle")
-CODECS = {"h264": ("libx264", "mp4"), "vp9": ("libvpx-vp9", "webm")}
+_QUALITY = {
+    "h264": {"crf": "16", "preset": "veryfast"},
+    "vp9": {"crf": "24", "b": "0", "deadline": "realtime", "cpu-used": "8"},
+}
 
 # Actor colours (RGB, 0-255) in cycle order red -> green -> blue; jittered per video.
 _PALETTE = np.array([[225, 45, 40], [40, 200, 60], [50, 80, 235]], dtype=np.float32)
@@ -217,32 +220,14 @@ def render_video(label: int, rng: np.random.Generator, num_frames: int, size: in
 # Encoding
 # --------------------------------------------------------------------------------------------- #
 def encode_video(frames: np.ndarray, path: str | Path, fps: int, codec: str) -> None:
-    """Encode uint8 (T, H, W, 3) RGB frames with PyAV: H.264 in mp4 or VP9 in webm, yuv420p.
+    """Encode uint8 (T, H, W, 3) RGB frames: H.264 in mp4 or VP9 in webm, yuv420p, byte-reproducible.
 
-    Single-threaded encoders so the bytes do not depend on thread scheduling; quality settings keep
-    one-pixel motion and the colour edges of 48-px frames intact.
+    Quality settings keep one-pixel motion and the colour edges of 48-px frames intact; the writer adds
+    the options that make the bytes independent of memory contents, CPU and threads (see video_writer).
     """
     if codec not in CODECS:
         raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
-    encoder, _ = CODECS[codec]
-    height, width = frames.shape[1:3]
-    if height % 2 or width % 2:
-        raise ValueError(f"yuv420p needs even frame sizes, got {width}x{height} for {path}")
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(encoder, rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.thread_count = 1
-        if codec == "h264":
-            stream.options = {"crf": "16", "preset": "veryfast", "threads": "1"}
-        else:
-            stream.options = {"crf": "24", "b": "0", "deadline": "realtime", "cpu-used": "8", "threads": "1"}
-        for image in frames:
-            for packet in stream.encode(
-                av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            ):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_video(path, frames, fps, codec, options=_QUALITY[codec])
 
 
 # --------------------------------------------------------------------------------------------- #
