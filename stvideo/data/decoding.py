@@ -203,7 +203,8 @@ class VideoFile:
                 num_frames, fps = len(self._vr), float(self._vr.get_avg_fps())
             else:
                 num_frames, fps, self.declared_frames = self._pyav_count(log)
-        self._errors += log.lines  # errors while opening / indexing: no frame to pin them on
+        self._open_errors = log.lines  # errors while opening / indexing: no frame to pin them on
+        self._errors = list(self._open_errors)
         if num_frames <= 0:
             raise DecodeError(f"{path}: no decodable video frames")
         self.info = VideoInfo(num_frames=num_frames, fps=fps if fps > 0 else 30.0)
@@ -267,6 +268,36 @@ class VideoFile:
         if len(unique) == len(indices) and (unique == indices).all():
             return frames  # already in order, no repeats: skip the copy
         return frames[inverse]
+
+    def scan(self, chunk: int = 16) -> int:
+        """Decode every frame once, keeping none (``tools/check_videos.py --deep``); returns the number
+        of frames decoded. decord decodes ``chunk`` frames per batch (its first bad frame is exact to a
+        chunk); PyAV, or decord after a fallback, makes one forward pass. Errors land in ``damage``."""
+        n = self.info.num_frames
+        for start in range(0, n, chunk):
+            if self._vr is None:
+                break
+            self.get_frames(np.arange(start, min(n, start + chunk)))
+        if self._vr is not None:
+            return n
+        self._errors, self._first_bad = list(self._open_errors), None  # the pass below sees it all
+        decoded, first_bad = 0, None
+        with ffmpeg_log.capture() as log:
+            try:
+                with av.open(self.path) as container:
+                    stream = _video_stream(container, self.path)
+                    stream.thread_type = "AUTO"
+                    stream.codec_context.thread_count = self.num_threads
+                    for _ in _decode_skipping_bad_packets(container, stream):
+                        if first_bad is None and len(log):
+                            first_bad = decoded
+                        decoded += 1
+            except av.FFmpegError as e:
+                raise DecodeError(f"{self.path}: PyAV decode error ({e})") from e
+        if len(log):
+            self._first_bad = decoded if first_bad is None else first_bad
+        self._errors += log.lines
+        return decoded
 
     def _pyav_count(self, log: ffmpeg_log.Capture) -> tuple[int, float, int | None]:
         """(decodable, fps, declared): packets counted by demuxing (no decoding; the header's count of
