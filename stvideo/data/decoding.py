@@ -288,10 +288,10 @@ class VideoFile:
                     stream = _video_stream(container, self.path)
                     stream.thread_type = "AUTO"
                     stream.codec_context.thread_count = self.num_threads
-                    for _ in _decode_skipping_bad_packets(container, stream):
+                    for frame in _decode_skipping_bad_packets(container, stream):
                         if first_bad is None and len(log):
                             first_bad = decoded
-                        decoded += 1
+                        decoded += frame is not None
             except av.FFmpegError as e:
                 raise DecodeError(f"{self.path}: PyAV decode error ({e})") from e
         if len(log):
@@ -327,20 +327,26 @@ class VideoFile:
     def _pyav_frames(self, unique: np.ndarray, log: ffmpeg_log.Capture) -> tuple[np.ndarray, int | None]:
         """Decode forward from the start up to the last wanted frame (exact, no keyframe guessing).
 
-        A packet the decoder rejects (InvalidDataError: a corrupt frame) is logged by FFmpeg and
-        skipped, as the ffmpeg CLI does; later frames then shift by one. Also returns the first frame
-        decoded after an FFmpeg error (None when there was none)."""
+        A packet the decoder rejects (InvalidDataError: a corrupt frame) is logged by FFmpeg and its
+        frame is replaced by the previous one, so later indices stay in place. Also returns the first
+        frame decoded after an FFmpeg error (None when there was none)."""
         wanted = set(unique.tolist())
         last = int(unique[-1])
         out: dict[int, np.ndarray] = {}
         decoded = 0
         first_bad = None
+        previous = None
         try:
             with av.open(self.path) as container:
                 stream = _video_stream(container, self.path)
                 stream.thread_type = "AUTO"
                 stream.codec_context.thread_count = self.num_threads
                 for frame in _decode_skipping_bad_packets(container, stream):
+                    if frame is None:  # a rejected packet: repeat the last good frame in its place
+                        if previous is None:
+                            continue
+                        frame = previous
+                    previous = frame
                     if first_bad is None and len(log):
                         first_bad = decoded
                     i, decoded = decoded, decoded + 1
@@ -361,13 +367,15 @@ class VideoFile:
 
 def _decode_skipping_bad_packets(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream
-) -> Iterator[av.VideoFrame]:
-    """Frames in display order; packets the decoder rejects as invalid data are dropped (FFmpeg logs them)."""
+) -> Iterator[av.VideoFrame | None]:
+    """Frames in display order, and None for each packet the decoder rejects as invalid data (FFmpeg
+    logs why); a corrupt frame then costs one frame, not the rest of the file."""
     for packet in container.demux(stream):
         try:
             yield from packet.decode()
         except av.error.InvalidDataError:
-            continue
+            if packet.size:
+                yield None
 
 
 _fallback_logged: set[str] = set()
