@@ -10,7 +10,7 @@ from stvideo.config import get_cfg
 from stvideo.models.build import build_model
 from stvideo.models.stem import ConvStem3D
 from stvideo.models.swin import VideoSwin
-from stvideo.models.vit import VideoViT
+from stvideo.models.vit import VideoViT, checkpoint_filter_fn
 from stvideo.models.weights import load_state_into
 
 
@@ -77,7 +77,7 @@ def test_timm_checkpoint_into_conv_stem_drops_the_patchify_weights_and_loads_the
         num_classes=5, num_frames=2, img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3,
         patch_embed="conv", head_pool="cls",
     )  # fmt: skip
-    report = load_state_into(model, ref.state_dict())
+    report = load_state_into(model, ref.state_dict(), checkpoint_filter_fn)
     assert report.dropped == [
         "patch_embed.proj.weight (model uses a conv stem)",
         "patch_embed.proj.bias (model uses a conv stem)",

@@ -48,6 +48,7 @@ _C.DATA.DECODE_SHORT_SIDE = 0  # train: resize on decode to this short side if >
 _C.DATA.VIDEO_EXT = ".webm"  # SSv2: file extension appended to video ids
 _C.DATA.MAX_CONSECUTIVE_FAILURES = 10  # training stops after this many undecodable samples in a row
 _C.DATA.NUM_RETRIES = 10  # other samples tried when one video fails to decode in training
+_C.DATA.ON_DAMAGED = "warn"  # video decodes but is truncated or has decoder errors: warn (use it) or skip
 _C.DATA.SYNTH_GENERATE = True  # generate the synthetic benchmark into PATH_TO_DATA_DIR if it is empty
 
 # ---------------------------------------------------------------------------- #
@@ -252,6 +253,7 @@ CHOICES = {
     "DATA.SAMPLING": ("auto", "dense", "segment"),
     "DATA.OUT_OF_BOUND": ("loop", "repeat_last"),
     "DATA.DECODING_BACKEND": ("decord", "pyav"),
+    "DATA.ON_DAMAGED": ("warn", "skip"),
     "SYNTH.CODEC": ("h264", "vp9"),
     "MODEL.SIZE": ("tiny", "small", "base"),
     "MODEL.PRETRAINED_INFLATE": ("center", "average"),

@@ -116,19 +116,24 @@ def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
         "index": torch.tensor([it["index"] for it in items]).repeat_interleave(k),
         "erase": torch.cat([it["erase"] for it in items]),
         "skipped": torch.tensor([it["skipped"] for it in items]),
+        "damaged": torch.tensor([it["damaged"] for it in items]),
     }
 
 
 def collate_eval(items: list[dict[str, Any]], empty_video: torch.Tensor) -> dict[str, Any]:
-    """Stack decodable val/test videos; undecodable ones go to ``skipped`` (index, video_id, path, error)."""
+    """Stack decodable val/test videos; undecodable ones go to ``skipped`` (index, video_id, path, error,
+    and ``damage`` when left out as damaged); ``damage`` lists, per stacked video, None or its
+    ``{"path", "reason"}`` (damaged, used: DATA.ON_DAMAGED warn)."""
     good = [it for it in items if "error" not in it]
-    skipped = [{k: it[k] for k in ("index", "video_id", "path", "error")} for it in items if "error" in it]
+    keys = ("index", "video_id", "path", "error", "damage")
+    skipped = [{k: it[k] for k in keys if k in it} for it in items if "error" in it]
     return {
         "video": torch.stack([it["video"] for it in good]) if good else empty_video,
         "label": torch.tensor([it["label"] for it in good], dtype=torch.long),
         "index": torch.tensor([it["index"] for it in good], dtype=torch.long),
         "video_id": [it["video_id"] for it in good],
         "skipped": skipped,
+        "damage": [it.get("damage") for it in good],
     }
 
 

@@ -6,6 +6,14 @@ full size and resizing tensors). We call decord's ``VideoReader`` directly inste
 PyTorchVideo's ``EncodedVideoDecord``: the latter is time-based (``get_clip(start_sec, end_sec)``
 decodes whole ranges), while the samplers here need one ``get_batch`` over the exact frame
 indices of all test views at once. Only the video stream is opened, so audio is never decoded.
+
+Damaged files that still decode are detected on the way, without a second decode (``VideoFile.damage``):
+
+* truncated: fewer than ``1 - FRAME_TOLERANCE`` of the frames the container declares (index frame count,
+  or stream / container duration x fps) are decodable (decord: its packet index; PyAV: packets counted);
+* decoder errors: FFmpeg logged errors (AV_LOG_ERROR or worse) while the file was opened or while the
+  frames were decoded, captured from both FFmpeg builds by ``ffmpeg_log`` (never parsed from stderr).
+  Corruption inside compressed data that still parses (VP9 has no checksums) is invisible to both.
 """
 
 from __future__ import annotations
@@ -13,11 +21,14 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import av  # import before decord: loading decord's FFmpeg first breaks PyAV's libvpx (VP9) encoder
 import decord
 import numpy as np
+
+from . import ffmpeg_log
 
 logger = logging.getLogger("stvideo.data")
 
@@ -26,6 +37,70 @@ BACKENDS = ("decord", "pyav")
 
 class DecodeError(RuntimeError):
     """A video that cannot be decoded; the message names the file and the reason."""
+
+
+FRAME_TOLERANCE = 0.1  # truncated: more than this share of the declared frames (and > 2 frames) missing
+MIN_MISSING_FRAMES = 3
+MAX_MESSAGES = 3  # distinct FFmpeg lines kept in a DamageReport
+
+
+class DamagedVideoError(DecodeError):
+    """A video that decodes but is damaged (DATA.ON_DAMAGED skip); ``report`` says how."""
+
+    def __init__(self, path: str, report: DamageReport):
+        super().__init__(f"{path}: damaged ({report.reason})")
+        self.report = report
+
+
+@dataclass(frozen=True)
+class DamageReport:
+    """Why a decodable file is damaged: truncation (declared vs decodable frames) and/or decoder errors."""
+
+    declared_frames: int | None  # from the container header; None when it declares nothing
+    decodable_frames: int
+    decoder_errors: int  # FFmpeg error lines while opening and decoding
+    first_bad_frame: int | None  # first frame decoded after an error (PyAV: exact; decord: first of the
+    # batch) or the first missing frame of a truncated file, whichever comes first
+    messages: tuple[str, ...] = ()  # the first distinct FFmpeg error lines
+
+    @property
+    def truncated(self) -> bool:
+        return is_truncated(self.declared_frames, self.decodable_frames)
+
+    @property
+    def reason(self) -> str:
+        parts = []
+        if self.truncated:
+            parts.append(
+                f"truncated: {self.decodable_frames} of {self.declared_frames} declared frames decodable"
+            )
+        if self.decoder_errors:
+            first = f": {self.messages[0]}" if self.messages else ""
+            parts.append(f"{self.decoder_errors} FFmpeg errors{first}")
+        if self.first_bad_frame is not None:
+            parts.append(f"first bad frame {self.first_bad_frame}")
+        return "; ".join(parts)
+
+
+def is_truncated(declared: int | None, decodable: int) -> bool:
+    """Far fewer decodable frames than declared: more than FRAME_TOLERANCE of them and >= 3 frames missing."""
+    if not declared:
+        return False
+    missing = declared - decodable
+    return missing >= MIN_MISSING_FRAMES and missing > FRAME_TOLERANCE * declared
+
+
+def damage_report(
+    declared: int | None, decodable: int, lines: list[ffmpeg_log.LogLine], first_bad: int | None
+) -> DamageReport | None:
+    """A DamageReport when the file is truncated or FFmpeg logged errors, else None."""
+    truncated = is_truncated(declared, decodable)
+    if not lines and not truncated:
+        return None
+    if truncated:
+        first_bad = decodable if first_bad is None else min(first_bad, decodable)
+    messages = tuple(dict.fromkeys(str(line) for line in lines))[:MAX_MESSAGES]
+    return DamageReport(declared, decodable, len(lines), first_bad, messages)
 
 
 @dataclass(frozen=True)
@@ -63,12 +138,30 @@ def _video_stream(container: av.container.InputContainer, path: str) -> av.video
     return container.streams.video[0]
 
 
-def _probe(path: str) -> tuple[int, int]:
-    """Stream (height, width) from the container header, without decoding a frame."""
+def declared_frames(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> int | None:
+    """Frames the container header declares: the index count (mp4), else duration x average rate."""
+    if stream.frames > 0:
+        return int(stream.frames)
+    rate = stream.average_rate or stream.guessed_rate
+    if not rate:
+        return None
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration:
+        seconds = container.duration / av.time_base
+    else:
+        return None
+    return int(round(seconds * float(rate))) or None
+
+
+def _probe(path: str) -> tuple[int, int, int | None]:
+    """Stream (height, width, declared frames) from the container header, without decoding a frame."""
     try:
         with av.open(path) as container:
-            ctx = _video_stream(container, path).codec_context
-            return ctx.height, ctx.width
+            stream = _video_stream(container, path)
+            return stream.codec_context.height, stream.codec_context.width, declared_frames(container, stream)
     except av.FFmpegError as e:
         raise DecodeError(f"{path}: cannot open ({e})") from e
 
@@ -80,7 +173,9 @@ class VideoFile:
     is the container probed for the frame size (a PyAV open costs ~4 ms on a webm, 10 % of decoding
     an SSv2 training clip).
     With the decord backend, decord errors that PyAV does not share (decord 0.6.0 fails to copy
-    frames of some widths, e.g. 48 or 72 pixels) fall back to PyAV for that file, with a log line.
+    frames of some widths, e.g. 48 or 72 pixels, or stops at a corrupt packet) fall back to PyAV for
+    that file, with a log line. ``damage`` reports truncation and the FFmpeg errors of opening and of
+    every ``get_frames`` so far (see the module docstring).
     """
 
     def __init__(self, path: str, backend: str = "decord", short_side: int = 0, num_threads: int = 1):
@@ -95,24 +190,43 @@ class VideoFile:
             height, width = resized_size(*self.frame_size, short_side)
             self._resize = {"height": height, "width": width}
         self._vr = None
-        if backend == "decord":
-            try:
-                self._vr = decord.VideoReader(
-                    path, ctx=decord.cpu(0), num_threads=num_threads, **self._resize
-                )
-            except (decord.DECORDError, RuntimeError) as e:  # RuntimeError: "Error reading <path>"
-                raise DecodeError(f"{path}: decord cannot open ({_short(e)})") from e
-            num_frames, fps = len(self._vr), float(self._vr.get_avg_fps())
-        else:
-            num_frames, fps = self._pyav_count()
+        self._errors: list[ffmpeg_log.LogLine] = []
+        self._first_bad: int | None = None
+        with ffmpeg_log.capture() as log:
+            if backend == "decord":
+                try:
+                    self._vr = decord.VideoReader(
+                        path, ctx=decord.cpu(0), num_threads=num_threads, **self._resize
+                    )
+                except (decord.DECORDError, RuntimeError) as e:  # RuntimeError: "Error reading <path>"
+                    raise DecodeError(f"{path}: decord cannot open ({_short(e)})") from e
+                num_frames, fps = len(self._vr), float(self._vr.get_avg_fps())
+            else:
+                num_frames, fps, self.declared_frames = self._pyav_count(log)
+        self._open_errors = log.lines  # errors while opening / indexing: no frame to pin them on
+        self._errors = list(self._open_errors)
         if num_frames <= 0:
             raise DecodeError(f"{path}: no decodable video frames")
         self.info = VideoInfo(num_frames=num_frames, fps=fps if fps > 0 else 30.0)
 
     @functools.cached_property
+    def _header(self) -> tuple[int, int, int | None]:
+        return _probe(self.path)
+
+    @property
     def frame_size(self) -> tuple[int, int]:
         """(height, width) of the stream before any resize, from the container header."""
-        return _probe(self.path)
+        return self._header[:2]
+
+    @functools.cached_property
+    def declared_frames(self) -> int | None:
+        """Frames the container header declares (None: it declares neither count nor duration)."""
+        return self._header[2]
+
+    @property
+    def damage(self) -> DamageReport | None:
+        """Truncation and FFmpeg errors seen so far (opening + every get_frames), None for a clean file."""
+        return damage_report(self.declared_frames, self.info.num_frames, self._errors, self._first_bad)
 
     def __enter__(self) -> VideoFile:
         return self
@@ -136,45 +250,106 @@ class VideoFile:
             )
         # Decode each distinct frame once, in increasing order (one forward pass per keyframe interval).
         unique, inverse = np.unique(indices, return_inverse=True)
-        if self._vr is not None:
-            try:
-                frames = self._vr.get_batch(unique.tolist()).asnumpy()
-            except decord.DECORDError as e:
-                _log_fallback(self.path, _short(e))
-                self._vr = None
-                frames = self._pyav_frames(unique)
-        else:
-            frames = self._pyav_frames(unique)
+        with ffmpeg_log.capture() as log:
+            first_bad = None
+            if self._vr is not None:
+                try:
+                    frames = self._vr.get_batch(unique.tolist()).asnumpy()
+                    first_bad = int(unique[0])  # decord decodes the whole batch in one call
+                except decord.DECORDError as e:
+                    _log_fallback(self.path, _short(e))
+                    self._vr = None
+                    del log._decord[:]  # the PyAV decode below reports this file's errors exactly
+            if self._vr is None:
+                frames, first_bad = self._pyav_frames(unique, log)
+        if len(log) and self._first_bad is None:
+            self._first_bad = first_bad
+        self._errors += log.lines
         if len(unique) == len(indices) and (unique == indices).all():
             return frames  # already in order, no repeats: skip the copy
         return frames[inverse]
 
-    def _pyav_count(self) -> tuple[int, float]:
-        """Frame count from the container, or by counting packets (no decoding) when it is missing."""
+    def scan(self, chunk: int = 16) -> int:
+        """Decode every frame once, keeping none (``tools/check_videos.py --deep``); returns the number
+        of frames decoded. decord decodes ``chunk`` frames per batch (its first bad frame is exact to a
+        chunk); PyAV, or decord after a fallback, makes one forward pass. Errors land in ``damage``."""
+        n = self.info.num_frames
+        for start in range(0, n, chunk):
+            if self._vr is None:
+                break
+            self.get_frames(np.arange(start, min(n, start + chunk)))
+        if self._vr is not None:
+            return n
+        self._errors, self._first_bad = list(self._open_errors), None  # the pass below sees it all
+        decoded, first_bad = 0, None
+        with ffmpeg_log.capture() as log:
+            try:
+                with av.open(self.path) as container:
+                    stream = _video_stream(container, self.path)
+                    stream.thread_type = "AUTO"
+                    stream.codec_context.thread_count = self.num_threads
+                    for frame in _decode_skipping_bad_packets(container, stream):
+                        if first_bad is None and len(log):
+                            first_bad = decoded
+                        decoded += frame is not None
+            except av.FFmpegError as e:
+                raise DecodeError(f"{self.path}: PyAV decode error ({e})") from e
+        if len(log):
+            self._first_bad = decoded if first_bad is None else first_bad
+        self._errors += log.lines
+        return decoded
+
+    def _pyav_count(self, log: ffmpeg_log.Capture) -> tuple[int, float, int | None]:
+        """(decodable, fps, declared): packets counted by demuxing (no decoding; the header's count of
+        a cut mp4 still lists the lost frames) and the frames the header declares. When the demuxer
+        logs an error (a cut file: "partial file", "File ended prematurely"), the packet it was reading
+        is incomplete and not counted."""
         try:
             with av.open(self.path) as container:
                 stream = _video_stream(container, self.path)
                 rate = stream.average_rate or stream.guessed_rate
                 fps = float(rate) if rate else 0.0
-                if stream.frames > 0:
-                    return stream.frames, fps
-                return sum(1 for p in container.demux(stream) if p.size > 0), fps
+                declared = declared_frames(container, stream)
+                errors_before = len(log)
+                count = 0
+                try:
+                    for p in container.demux(stream):
+                        count += p.size > 0
+                except av.FFmpegError:  # a demux error after some packets: keep what was read
+                    if count == 0:
+                        raise
+                if len(log) > errors_before:
+                    count = max(0, count - 1)
+                return count, fps, declared
         except av.FFmpegError as e:
             raise DecodeError(f"{self.path}: cannot open with PyAV ({e})") from e
 
-    def _pyav_frames(self, unique: np.ndarray) -> np.ndarray:
-        """Decode forward from the start up to the last wanted frame (exact, no keyframe guessing)."""
+    def _pyav_frames(self, unique: np.ndarray, log: ffmpeg_log.Capture) -> tuple[np.ndarray, int | None]:
+        """Decode forward from the start up to the last wanted frame (exact, no keyframe guessing).
+
+        A packet the decoder rejects (InvalidDataError: a corrupt frame) is logged by FFmpeg and its
+        frame is replaced by the previous one, so later indices stay in place. Also returns the first
+        frame decoded after an FFmpeg error (None when there was none)."""
         wanted = set(unique.tolist())
         last = int(unique[-1])
         out: dict[int, np.ndarray] = {}
         decoded = 0
+        first_bad = None
+        previous = None
         try:
             with av.open(self.path) as container:
                 stream = _video_stream(container, self.path)
                 stream.thread_type = "AUTO"
                 stream.codec_context.thread_count = self.num_threads
-                for i, frame in enumerate(container.decode(stream)):
-                    decoded = i + 1
+                for frame in _decode_skipping_bad_packets(container, stream):
+                    if frame is None:  # a rejected packet: repeat the last good frame in its place
+                        if previous is None:
+                            continue
+                        frame = previous
+                    previous = frame
+                    if first_bad is None and len(log):
+                        first_bad = decoded
+                    i, decoded = decoded, decoded + 1
                     if i in wanted:
                         out[i] = frame.to_ndarray(format="rgb24", **self._resize)
                     if i >= last:
@@ -185,7 +360,22 @@ class VideoFile:
             raise DecodeError(
                 f"{self.path}: stream ended after {decoded} frames, needed frame {last} (truncated file?)"
             )
-        return np.stack([out[i] for i in unique.tolist()])
+        if first_bad is None and len(log):
+            first_bad = decoded
+        return np.stack([out[i] for i in unique.tolist()]), first_bad
+
+
+def _decode_skipping_bad_packets(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> Iterator[av.VideoFrame | None]:
+    """Frames in display order, and None for each packet the decoder rejects as invalid data (FFmpeg
+    logs why); a corrupt frame then costs one frame, not the rest of the file."""
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError:
+            if packet.size:
+                yield None
 
 
 _fallback_logged: set[str] = set()

@@ -15,6 +15,11 @@ path on logger ``stvideo.data``, counted in ``skipped``); after DATA.MAX_CONSECU
 a row a RuntimeError lists the files. A val or test video is never substituted (that would score one
 video under another's label): it gives ``{"index", "video_id", "path", "error"}``, which ``collate_eval``
 lists and the metric leaves out.
+
+A damaged video (decodes, but truncated or with FFmpeg decoder errors: ``VideoFile.damage``) follows
+DATA.ON_DAMAGED: ``warn`` uses its frames, logs it once per file and process and marks the item
+(train: ``damaged`` count; val/test: ``damage`` = ``{"path", "reason"}``); ``skip`` treats it as
+undecodable (replaced in training, left out at val/test) and marks it the same way.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from fvcore.common.config import CfgNode
 from torch.utils.data import Dataset
 
 from . import sampling
-from .decoding import DecodeError, VideoFile
+from .decoding import DamagedVideoError, DecodeError, VideoFile
 from .transforms import TestTransform, TrainTransform
 
 logger = logging.getLogger("stvideo.data")
@@ -48,6 +53,9 @@ class Sample:
     path: str
     label: int
     video_id: str
+
+
+_damage_logged: set[str] = set()
 
 
 def resolve_path(cfg: CfgNode, path: str) -> str:
@@ -115,6 +123,21 @@ class VideoDataset(Dataset):
             path, self.cfg.DATA.DECODING_BACKEND, short_side, self.cfg.DATA_LOADER.DECODE_THREADS
         )
 
+    def _check_damage(self, vf: VideoFile) -> dict[str, str] | None:
+        """DATA.ON_DAMAGED for a decoded file: None if clean; ``{"path", "reason"}`` (warn, logged once per
+        file and process) or DamagedVideoError (skip)."""
+        report = vf.damage
+        if report is None:
+            return None
+        if self.cfg.DATA.ON_DAMAGED == "skip":
+            raise DamagedVideoError(vf.path, report)
+        level = logging.DEBUG if vf.path in _damage_logged else logging.WARNING
+        _damage_logged.add(vf.path)
+        logger.log(
+            level, "damaged %s video %s used (DATA.ON_DAMAGED warn): %s", self.mode, vf.path, report.reason
+        )
+        return {"path": vf.path, "reason": report.reason}
+
     def train_frame_indices(self, num_video_frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
         """Frame indices of one random training clip."""
         if self.sampling == "segment":
@@ -142,6 +165,7 @@ class VideoDataset(Dataset):
             frames = torch.from_numpy(
                 vf.get_frames(self.train_frame_indices(vf.info.num_frames, vf.info.fps, rng))
             )
+            damage = self._check_damage(vf)
         k = self.cfg.AUG.NUM_SAMPLE
         clips, labels, erases = [], [], []
         for r in range(k):
@@ -152,21 +176,25 @@ class VideoDataset(Dataset):
             labels.append(label)
             erases.append(erase)
         if k == 1:
-            return {"video": clips[0], "label": labels[0], "index": index, "erase": erases[0]}
-        return {
-            "video": torch.stack(clips),
-            "label": torch.tensor(labels),
-            "index": index,
-            "erase": torch.stack(erases),
-        }
+            item = {"video": clips[0], "label": labels[0], "index": index, "erase": erases[0]}
+        else:
+            item = {
+                "video": torch.stack(clips),
+                "label": torch.tensor(labels),
+                "index": index,
+                "erase": torch.stack(erases),
+            }
+        item["damaged"] = int(damage is not None)
+        return item
 
     def _load_val(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
         with self._open(s.path, self.cfg.DATA.TEST_CROP_SIZE) as vf:
             idx = self.test_frame_indices(vf.info.num_frames, vf.info.fps, 1)[0]
             frames = torch.from_numpy(vf.get_frames(idx))
+            damage = self._check_damage(vf)
         video = self.test_transform(frames[None])[0]
-        return {"video": video, "label": s.label, "index": index, "video_id": s.video_id}
+        return {"video": video, "label": s.label, "index": index, "video_id": s.video_id, "damage": damage}
 
     def load_test(self, index: int) -> dict[str, Any]:
         """All views of video ``index`` from one decode (raises DecodeError and friends on bad input)."""
@@ -174,8 +202,9 @@ class VideoDataset(Dataset):
         with self._open(s.path, self.cfg.DATA.TEST_CROP_SIZE) as vf:
             idx = self.test_frame_indices(vf.info.num_frames, vf.info.fps, self.num_temporal_views)
             frames = torch.from_numpy(vf.get_frames(idx.reshape(-1)))
+            damage = self._check_damage(vf)
         views = self.test_transform(frames.unflatten(0, idx.shape))  # (V, C, T, S, S), temporal-major
-        return {"video": views, "label": s.label, "index": index, "video_id": s.video_id}
+        return {"video": views, "label": s.label, "index": index, "video_id": s.video_id, "damage": damage}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self.mode == "train":
@@ -185,14 +214,21 @@ class VideoDataset(Dataset):
         except DECODE_ERRORS as e:
             s = self.samples[index]
             reason = str(e).removeprefix(f"{s.path}: ")
-            logger.warning(
-                "%s video %s (%s) cannot be decoded, left out: %s", self.mode, s.video_id, s.path, reason
+            what = (
+                "is damaged (DATA.ON_DAMAGED skip)"
+                if isinstance(e, DamagedVideoError)
+                else "cannot be decoded"
             )
-            return {"index": index, "video_id": s.video_id, "path": s.path, "error": str(e)}
+            logger.warning("%s video %s (%s) %s, left out: %s", self.mode, s.video_id, s.path, what, reason)
+            item = {"index": index, "video_id": s.video_id, "path": s.path, "error": str(e)}
+            if isinstance(e, DamagedVideoError):
+                item["damage"] = {"path": s.path, "reason": e.report.reason}
+            return item
 
     def _get_with_retries(self, index: int) -> dict[str, Any]:
         d = self.cfg.DATA
         current = index
+        damaged = 0  # damaged videos skipped for this item (DATA.ON_DAMAGED skip)
         for attempt in range(d.NUM_RETRIES + 1):
             try:
                 item = self._load_train(current, attempt)
@@ -200,7 +236,11 @@ class VideoDataset(Dataset):
                 path = self.samples[current].path
                 self._failed_in_a_row.append(path)
                 reason = str(e).removeprefix(f"{path}: ")
-                logger.warning("skipping undecodable train video %s: %s", path, reason)
+                if isinstance(e, DamagedVideoError):
+                    damaged += 1
+                    logger.warning("skipping damaged train video %s (DATA.ON_DAMAGED skip): %s", path, reason)
+                else:
+                    logger.warning("skipping undecodable train video %s: %s", path, reason)
                 if len(self._failed_in_a_row) >= d.MAX_CONSECUTIVE_FAILURES:
                     raise RuntimeError(self._too_many_failures_message()) from e
                 self._known_bad.add(current)
@@ -208,6 +248,7 @@ class VideoDataset(Dataset):
                 continue
             self._failed_in_a_row.clear()
             item["skipped"] = attempt
+            item["damaged"] += damaged
             return item
         raise RuntimeError(
             f"no decodable train video after {d.NUM_RETRIES + 1} tries starting at index {index}; "

@@ -55,13 +55,19 @@ def collect_view_logits(
     preprocess: ClipPreprocessor,
     amp_dtype: torch.dtype | None,
 ) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
-    """This rank's {index: {video_id, label, logits (V, K)}} and its skipped videos."""
+    """This rank's {index: {video_id, label, logits (V, K), damage}} and its skipped videos."""
     device = preprocess.device
     model.eval()
     records: dict[int, dict[str, Any]] = {}
     skipped: list[dict[str, Any]] = []
-    for batch in tqdm(loader, desc="test", disable=not is_main_process(), leave=False, mininterval=2.0):
+    bar = tqdm(loader, desc="test", disable=not is_main_process(), leave=False, mininterval=2.0)
+    damaged = 0
+    for batch in bar:
         skipped += batch.get("skipped", [])
+        damage = batch.get("damage", [None] * len(batch["label"]))
+        damaged += sum(d is not None for d in damage) + sum("damage" in s for s in batch.get("skipped", []))
+        if skipped or damaged:
+            bar.set_postfix(skipped=len(skipped), damaged=damaged, refresh=False)
         video = batch["video"]
         if video.shape[0] == 0:
             continue
@@ -75,6 +81,7 @@ def collect_view_logits(
                 "video_id": batch["video_id"][i],
                 "label": int(batch["label"][i]),
                 "logits": logits[i],
+                "damage": damage[i],
             }
     return records, skipped
 
@@ -136,6 +143,7 @@ def test_views(
                 f"none of the {len(skipped)} test videos could be decoded, e.g. {skipped[0]['error']}; "
                 "check DATA.PATH_PREFIX / DATA.PATH_TO_DATA_DIR and run tools/check_videos.py"
             )
+        damaged = damaged_videos(records, skipped)
         num_views = n_clips * cfg.TEST.NUM_SPATIAL_CROPS
         by_method = {m: video_metrics(records, m)[0] for m in ("prob_mean", "logit_mean", "max")}
         metrics, scores, order = video_metrics(records, cfg.TEST.ENSEMBLE_METHOD)
@@ -148,17 +156,37 @@ def test_views(
             by_ensemble_method=by_method,
             num_skipped=len(skipped),
             skipped_videos=skipped,
+            num_damaged=len(damaged),
+            damaged_videos=damaged,
             time_s=time.perf_counter() - t0,
         )
         by_clips[str(n_clips)] = {
             k: metrics[k]
-            for k in ("top1", "top5", "num_views", "num_videos", "num_skipped", "by_ensemble_method")
+            for k in (
+                "top1",
+                "top5",
+                "num_views",
+                "num_videos",
+                "num_skipped",
+                "num_damaged",
+                "by_ensemble_method",
+            )
         }
         if skipped:
             logger.warning(
                 "%d test videos could not be decoded and are excluded from the metrics: %s",
                 len(skipped),
                 ", ".join(str(s["video_id"]) for s in skipped[:20]),
+            )
+        if damaged:
+            used = sum(d["used"] for d in damaged)
+            logger.warning(
+                "%d test videos are damaged (%d scored, %d left out; DATA.ON_DAMAGED %s): %s",
+                len(damaged),
+                used,
+                len(damaged) - used,
+                cfg.DATA.ON_DAMAGED,
+                ", ".join(f"{d['video_id']} ({d['reason']})" for d in damaged[:5]),
             )
         logger.info(
             "Test %dx%d views, %s: top-1 %.2f  top-5 %.2f  (%d videos, %d skipped)",
@@ -179,6 +207,22 @@ def test_views(
         with open(os.path.join(cfg.OUTPUT_DIR, "test_metrics.json"), "w") as f:
             json.dump(main, f, indent=2)
     return main
+
+
+def damaged_videos(records: dict[int, dict[str, Any]], skipped: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Damaged test videos by index: ``{index, video_id, path, reason, used}``; ``used`` False when
+    DATA.ON_DAMAGED skip left the video out (it is then also in ``skipped_videos``)."""
+    rows = [
+        {"index": i, "video_id": r["video_id"], **r["damage"], "used": True}
+        for i, r in records.items()
+        if r.get("damage")
+    ]
+    rows += [
+        {"index": s["index"], "video_id": s["video_id"], **s["damage"], "used": False}
+        for s in skipped
+        if s.get("damage")
+    ]
+    return sorted(rows, key=lambda d: d["index"])
 
 
 def _write_predictions(

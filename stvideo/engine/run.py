@@ -110,7 +110,10 @@ def run(cfg: CfgNode) -> dict[str, Any]:
                 ckpt.load_model_weights(model, ckpt.find_last(cfg.OUTPUT_DIR))
             test = test_views(cfg, ckpt.unwrap(model), device, autocast_dtype(cfg, device))
             stats.write(
-                {"_type": "test_final", **{k: test[k] for k in ("top1", "top5", "num_videos", "num_views")}}
+                {
+                    "_type": "test_final",
+                    **{k: test[k] for k in ("top1", "top5", "num_videos", "num_views", "num_damaged")},
+                }
             )
             result["test"] = test
             if is_main_process():

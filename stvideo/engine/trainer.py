@@ -138,7 +138,7 @@ class Trainer:
         window: list[Tensor] = []
         window_start = 0
         totals = {"loss": torch.zeros((), device=device), "correct": torch.zeros((), device=device)}
-        seen, skipped = 0, 0
+        seen, skipped, damaged = 0, 0, 0
         t_epoch = t_last = time.perf_counter()
         bar = tqdm(
             total=self.iters_per_epoch,
@@ -154,6 +154,7 @@ class Trainer:
             video = self.preprocess(batch["video"], batch["erase"])
             label = batch["label"].to(device, non_blocking=True)
             skipped += int(batch["skipped"].sum()) if "skipped" in batch else 0
+            damaged += int(batch["damaged"].sum()) if "damaged" in batch else 0
             target = label
             if self.mixup is not None:
                 video, target = self.mixup(video, label)
@@ -175,6 +176,8 @@ class Trainer:
             totals["loss"] += loss.detach() * label.shape[0]
             totals["correct"] += topk_correct(logits, label, (1,))[0]
             seen += label.shape[0]
+            if skipped or damaged:
+                bar.set_postfix(skipped=skipped, damaged=damaged, refresh=False)
             bar.update(1)
             if (it + 1) % cfg.LOG_PERIOD == 0 or it + 1 == self.iters_per_epoch:
                 self._check_finite(window, epoch, window_start)
@@ -192,6 +195,7 @@ class Trainer:
                         "dt": now - t_last,
                         "dt_data": t_data,
                         "skipped_videos": skipped,
+                        "damaged_videos": damaged,
                         "mem_mb": memory_mb(device),
                     }
                 )
@@ -200,7 +204,9 @@ class Trainer:
         self._check_finite(window, epoch, window_start)
         loss_avg = all_reduce_mean(totals["loss"] / max(seen, 1))
         acc = all_reduce_mean(100.0 * totals["correct"] / max(seen, 1))
-        skipped_all = all_reduce_sum(torch.tensor(float(skipped), device=device))
+        skipped_all, damaged_all = all_reduce_sum(
+            torch.tensor([float(skipped), float(damaged)], device=device)
+        )
         return {
             "_type": "train_epoch",
             "epoch": epoch + 1,
@@ -209,6 +215,7 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "time_s": time.perf_counter() - t_epoch,
             "skipped_videos": int(skipped_all),
+            "damaged_videos": int(damaged_all),
             "mem_mb": memory_mb(device),
         }
 
@@ -223,10 +230,13 @@ class Trainer:
         model = ckpt.unwrap(self.model)
         broadcast_buffers(model)  # evaluate rank 0's BatchNorm statistics, the ones checkpoints save
         model.eval()
-        sums = torch.zeros(5, device=self.device)  # loss*n, top1, top5, n, skipped
+        sums = torch.zeros(6, device=self.device)  # loss*n, top1, top5, n, skipped, damaged (used or skipped)
         t0 = time.perf_counter()
         for batch in self.val_loader:
             sums[4] += len(batch["skipped"])
+            sums[5] += sum(d is not None for d in batch.get("damage", [])) + sum(
+                "damage" in s for s in batch["skipped"]
+            )
             if len(batch["label"]) == 0:
                 continue
             video = self.preprocess(batch["video"])
@@ -253,6 +263,7 @@ class Trainer:
             "top5": 100.0 * float(sums[2]) / n,
             "num_videos": int(sums[3]),
             "skipped_videos": int(sums[4]),
+            "damaged_videos": int(sums[5]),
             "time_s": time.perf_counter() - t0,
         }
 
