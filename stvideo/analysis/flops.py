@@ -203,7 +203,8 @@ def _layer_modules(model: nn.Module) -> list[str]:
         for child_name, child in children:
             full = f"{prefix}{child_name}"
             inside = [a for a in attn_names if a.startswith(full + ".")]
-            expand = len(inside) > 1 or len(children) == 1 or isinstance(child, nn.ModuleList)
+            container = len(children) == 1 or isinstance(child, nn.ModuleList)
+            expand = len(inside) > 1 or (container and full not in attn_names)
             out += rows(full + ".", child) if expand and len(list(child.children())) else [full]
         return out
 
