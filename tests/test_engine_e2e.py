@@ -42,6 +42,18 @@ def _stats(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "json_stats.log").read_text().splitlines()]
 
 
+def kill_after_first_epoch(opts: list[str], out: Path) -> None:
+    """Start run_net with ``opts`` and SIGKILL it as soon as its epoch-1 checkpoint exists."""
+    proc = subprocess.Popen(_cmd(opts), env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = out / "checkpoints" / ckpt.periodic_name(1)
+    deadline = time.time() + 300
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert proc.returncode == -9, "the run finished before it could be killed"
+
+
 def test_train_then_test_writes_every_output(tmp_path, tiny_synth_opts):
     out = tmp_path / "run"
     proc = _run([*tiny_synth_opts, "OUTPUT_DIR", str(out)])
@@ -152,16 +164,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, tiny_synth_opts):
     killed = tmp_path / "killed"
     # One loader worker here vs none above: augmentation must not depend on the worker layout.
     resumed_opts = [*opts, "OUTPUT_DIR", str(killed), "DATA_LOADER.NUM_WORKERS", "1"]
-    proc = subprocess.Popen(
-        _cmd(resumed_opts), env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    first = killed / "checkpoints" / ckpt.periodic_name(1)
-    deadline = time.time() + 300
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    assert proc.returncode == -9, "the run finished before it could be killed"
+    kill_after_first_epoch(resumed_opts, killed)
     assert not (killed / "checkpoints" / ckpt.periodic_name(3)).exists()
 
     resumed = _run(resumed_opts)

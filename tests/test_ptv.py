@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ from stvideo.config import get_cfg, load_config
 from stvideo.engine import checkpoint as ckpt
 from stvideo.models import build_model
 from stvideo.models.ptv import PTVNet, pack_pathways
-from tests.test_engine_e2e import ENV, REPO, _cmd, _run
+from tests.test_engine_e2e import _run, kill_after_first_epoch
 
 # (arch, PTV.VARIANT, frames, crop, the zoo's hub builder)
 ZOO = [
@@ -148,16 +146,7 @@ def test_killed_slowfast_run_resumes_to_identical_weights(tmp_path, tiny_synth_o
     _run([*opts, "OUTPUT_DIR", str(full)])
     killed = tmp_path / "killed"
     resumed_opts = [*opts, "OUTPUT_DIR", str(killed)]
-    proc = subprocess.Popen(
-        _cmd(resumed_opts), env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    first = killed / "checkpoints" / ckpt.periodic_name(1)
-    deadline = time.time() + 300
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    assert proc.returncode == -9, "the run finished before it could be killed"
+    kill_after_first_epoch(resumed_opts, killed)
     assert "Resumed from" in _run(resumed_opts).stdout
     a = ckpt.load(str(full / "checkpoints/last.pyth"))
     b = ckpt.load(str(killed / "checkpoints/last.pyth"))

@@ -222,37 +222,23 @@ def checkpoint_filter_fn(
     return out
 
 
-@register_model(checkpoint_filter=checkpoint_filter_fn)
-def x3d(cfg: CfgNode) -> PTVNet:
-    """PyTorchVideo X3D (PTV.VARIANT xs, s, m, l)."""
-    return build_ptv("x3d", cfg)
+def _register(arch: str, doc: str) -> None:
+    """Register ``arch`` (fvcore's registry keys a builder by its function name)."""
+
+    def builder(cfg: CfgNode) -> PTVNet:
+        return build_ptv(arch, cfg)
+
+    builder.__name__ = builder.__qualname__ = arch
+    builder.__doc__ = doc
+    register_model(checkpoint_filter=checkpoint_filter_fn)(builder)
 
 
-@register_model(checkpoint_filter=checkpoint_filter_fn)
-def slow(cfg: CfgNode) -> PTVNet:
-    """PyTorchVideo Slow-only ResNet-50."""
-    return build_ptv("slow", cfg)
-
-
-@register_model(checkpoint_filter=checkpoint_filter_fn)
-def slowfast(cfg: CfgNode) -> PTVNet:
-    """PyTorchVideo SlowFast (PTV.VARIANT r50_8x8, r50_4x16, r101_8x8, t), slow pathway from the clip."""
-    return build_ptv("slowfast", cfg)
-
-
-@register_model(checkpoint_filter=checkpoint_filter_fn)
-def mvit(cfg: CfgNode) -> PTVNet:
-    """PyTorchVideo Multiscale Vision Transformer (PTV.VARIANT b_16x4, b_32x3, t)."""
-    return build_ptv("mvit", cfg)
-
-
-@register_model(checkpoint_filter=checkpoint_filter_fn)
-def r2plus1d(cfg: CfgNode) -> PTVNet:
-    """PyTorchVideo R(2+1)D-50."""
-    return build_ptv("r2plus1d", cfg)
-
-
-@register_model(checkpoint_filter=checkpoint_filter_fn)
-def csn(cfg: CfgNode) -> PTVNet:
-    """PyTorchVideo channel-separated network, ir-CSN-101."""
-    return build_ptv("csn", cfg)
+for _arch, _doc in {
+    "x3d": "PyTorchVideo X3D (PTV.VARIANT xs, s, m, l).",
+    "slow": "PyTorchVideo Slow-only ResNet-50.",
+    "slowfast": "PyTorchVideo SlowFast (PTV.VARIANT r50_8x8, r50_4x16, r101_8x8, t), slow pathway packed.",
+    "mvit": "PyTorchVideo Multiscale Vision Transformer (PTV.VARIANT b_16x4, b_32x3, t).",
+    "r2plus1d": "PyTorchVideo R(2+1)D-50.",
+    "csn": "PyTorchVideo channel-separated network, ir-CSN-101.",
+}.items():
+    _register(_arch, _doc)
