@@ -192,6 +192,8 @@ def _stvit(restore: bool) -> STViTSwin:
         window_grid=(1, 2, 2),
         context=(2, 3, 3),
         restore=restore,
+        variant="detection",  # generation runs Block.forward (hooked below); both: test_stvit_swin
+        global_centers=True,
     )
 
 
@@ -222,7 +224,7 @@ def test_stvit_swin_token_counts_per_stage(restore):
     full, gen1, gen2, local, glob, last = seen[0], seen[1], seen[2], seen[3], seen[4], seen[5]
     assert isinstance(full[0], SwinBlock3D) and full[3].shape == (2, 4, 4, 4, 64)
     assert gen1[1][0].shape == (16, 4, 64) and gen1[2]["context"].shape == (16, 2 * 3 * 3, 64)
-    assert gen2[1][0].shape == (16, 4, 64) and gen2[2]["context"].shape == (16, 4 + 18, 64)
+    assert gen2[1][0].shape == (16, 4, 64) and gen2[2]["context"].shape == (16, 64, 64)  # 8x21x21 clamped
     assert local[1][0].shape == (16, 4, 64) and glob[1][0].shape == (2, 32, 64)
     assert all(isinstance(s[0], Block) for s in seen[1:])
     if restore:

@@ -141,8 +141,9 @@ _C.STVIT.NUM_SEMANTIC_LAYERS = 6  # semantic-only layers after the two generatio
 _C.STVIT.GRID = [4, 4, 4]  # semantic-token grid (T', H', W') the centers are pooled to (stvit_b: 64 tokens)
 _C.STVIT.GRID_MODE = "joint"  # joint: one 3D grid (stvit_b); slice: per-temporal-slice 2D grids (stvit_r_b)
 _C.STVIT.POOL = "max"  # center pooling: max or avg
-_C.STVIT.GLOBAL_CENTERS = True  # learned global center tensor added to layer-2 queries
+_C.STVIT.GLOBAL_CENTERS = True  # learned global center tensor added to layer-2 queries (stvit_swin: SWIN key)
 _C.STVIT.LAYER_SCALE_INIT = 1e-5  # LayerScale init in STViT blocks; 0 disables
+_C.STVIT.SEMANTIC_LAYER_SCALE = False  # also LayerScale the semantic-only layers (as the official code)
 _C.STVIT.NUM_UNITS = 1  # STViT-R: number of dumbbell units
 _C.STVIT.RETURN_DENSE = False  # STViT-R: return (B, C, T, H, W) features instead of logits
 
@@ -176,7 +177,11 @@ _C.SWIN.QKV_BIAS = True  # bias in the qkv projection
 _C.SWIN.ATTN_DROP = 0.0  # attention dropout
 _C.SWIN.SEMANTIC_STAGES = [2]  # stvit_swin: stages (0-based) that use STViT-local semantic tokens
 _C.SWIN.SEMANTIC_WINDOW_GRID = [1, 3, 3]  # semantic tokens per window (t, h, w), clamped to the window
-_C.SWIN.SEMANTIC_CONTEXT = [8, 10, 10]  # image-token neighbourhood (t, h, w) a window's tokens attend to
+_C.SWIN.SEMANTIC_CONTEXT = [8, 10, 10]  # image-token neighbourhood (t, h, w) of generation layer 1
+_C.SWIN.SEMANTIC_CONTEXT_GEN2 = [8, 21, 21]  # detection variant: image-token neighbourhood of layer 2
+_C.SWIN.STVIT_VARIANT = "classification"  # generation wiring of the released code: classification / detection
+_C.SWIN.STVIT_SHORTCUT = "auto"  # layer-1 residual from the centers: auto (as released), add, none
+_C.SWIN.STVIT_GLOBAL_CENTERS = "auto"  # learned G on the layer-2 queries: auto (as released), add, none
 _C.SWIN.RESTORE = False  # STViT-R-local: restore full-resolution tokens at the end of the unit
 
 # ---------------------------------------------------------------------------- #
@@ -264,6 +269,9 @@ CHOICES = {
     "VIT.HEAD_POOL": ("mean", "cls"),
     "STVIT.GRID_MODE": ("slice", "joint"),
     "STVIT.POOL": ("max", "avg"),
+    "SWIN.STVIT_VARIANT": ("classification", "detection"),
+    "SWIN.STVIT_SHORTCUT": ("auto", "add", "none"),
+    "SWIN.STVIT_GLOBAL_CENTERS": ("auto", "add", "none"),
     "EVO.FAST_UPDATE": ("representative", "identity"),
     "EVO.EVAL_SELECTION": ("stagewise", "training"),
     "TEST.ENSEMBLE_METHOD": ("prob_mean", "logit_mean", "max"),

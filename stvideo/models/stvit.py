@@ -132,7 +132,8 @@ class STViT(VideoViT):
     """Video ViT with global semantic tokens (STViT) or dumbbell units that restore them (STViT-R).
 
     ``layer_roles`` tells which block does what; generation and restore layers are the ViT's own blocks
-    (pretrained weights fill them) with LayerScale ``stvit_layer_scale`` added when the backbone has none.
+    (pretrained weights fill them) with LayerScale ``stvit_layer_scale`` added when the backbone has none;
+    ``semantic_layer_scale`` adds it to the semantic-only layers too.
     """
 
     def __init__(
@@ -145,6 +146,7 @@ class STViT(VideoViT):
         pool: str = "max",
         global_centers: bool = True,
         stvit_layer_scale: float = 1e-5,
+        semantic_layer_scale: bool = False,
         num_units: int = 1,
         restore: bool = False,
         return_dense: bool = False,
@@ -168,9 +170,12 @@ class STViT(VideoViT):
                 torch.zeros(num_units if restore else 1, num_sem, self.embed_dim)
             )
             trunc_normal_(self.global_centers, std=0.02)
-        if stvit_layer_scale > 0:  # new-role layers start close to identity (paper: LayerScale 1e-5)
+        # New-role layers start close to identity (paper: LayerScale 1e-5); with semantic_layer_scale the
+        # semantic-only layers too, as in the official code (off by default: they are pretrained layers).
+        scaled = {"gen1", "gen2", "restore"} | ({"semantic"} if semantic_layer_scale else set())
+        if stvit_layer_scale > 0:
             for blk, role in zip(self.blocks, self.layer_roles, strict=True):
-                if role in ("gen1", "gen2", "restore") and isinstance(blk.ls1, nn.Identity):
+                if role in scaled and isinstance(blk.ls1, nn.Identity):
                     blk.ls1 = LayerScale(self.embed_dim, stvit_layer_scale)
                     blk.ls2 = LayerScale(self.embed_dim, stvit_layer_scale)
 
@@ -224,6 +229,7 @@ def stvit_kwargs(cfg: CfgNode, restore: bool) -> dict:
         pool=s.POOL,
         global_centers=s.GLOBAL_CENTERS,
         stvit_layer_scale=s.LAYER_SCALE_INIT,
+        semantic_layer_scale=s.SEMANTIC_LAYER_SCALE,
         num_units=s.NUM_UNITS,
         restore=restore,
         return_dense=s.RETURN_DENSE,

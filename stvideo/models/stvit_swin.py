@@ -5,11 +5,20 @@ In a semantic stage the blocks take roles from :func:`stvideo.models.stvit.layer
 generation layers, then semantic-only layers, and with ``restore`` (STViT-R-local) a restore layer
 that closes each 6-layer dumbbell unit ``[full, gen1, gen2, local, global, restore]``.
 
-* Generation (A's :func:`~stvideo.models.stvit.generate_semantic_tokens` on window-batched sets):
-  each window's tokens are max/avg-pooled to a small ``window_grid`` of centers; layer 1 lets them
-  attend to a fixed-size neighbourhood of image tokens around the window (shifted inward at the
-  borders, so no padding mask is needed); layer 2 adds a learned global center per window position
-  and attends to [semantic; neighbourhood].
+Generation: each window's tokens are max/avg-pooled to a small ``window_grid`` of centers P, and
+the two generation layers are wired as one of the released codes (``variant``, see ``VARIANTS``):
+
+* ``classification`` (changsn/STViT-R): layer 1, per window, queries P against
+  ``[P; the window's neighbourhood]`` (``context``), residual from P only with ``shortcut``;
+  layer 2 is global, the stage's semantic tokens (+ G) against ``[all semantic; all image tokens]``.
+* ``detection`` (changsn/STViT-R-Object-Detection): layer 1, per window, P against the window's
+  ``context`` neighbourhood, residual from P; layer 2, per window, S1 (+ G) against a larger
+  ``context2`` image-only neighbourhood, residual from S1.
+
+Neighbourhoods are clamped to the map and shifted inward at the borders, so every window sees the
+same number of real tokens and no padding mask is needed. G (``global_centers``) is a learned center
+per position of the window grid, one set per unit, shared by all windows.
+
 * Semantic layers alternate local (the window's own tokens) and global (all semantic tokens) attention.
 * Restore (:func:`~stvideo.models.stvit.restore_tokens`): the saved full-resolution tokens attend
   to all semantic tokens, so the stage again outputs the full feature map.
@@ -29,7 +38,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .build import register_model
-from .stvit import generate_semantic_tokens, layer_roles, pool_centers, restore_tokens
+from .stvit import layer_roles, pool_centers, restore_tokens
 from .swin import (
     PatchMerging3D,
     Size3,
@@ -44,6 +53,8 @@ from .swin import (
 from .vit import Block
 
 UNIT_DEPTH = 6  # STViT-R dumbbell: full, gen1, gen2, local, global, restore
+# Generation wiring -> (layer-1 residual from the centers, G on the layer-2 queries) as released.
+VARIANTS = {"classification": (False, False), "detection": (True, False)}
 
 
 def window_neighbourhoods(x: Tensor, window: Sequence[int], context: Sequence[int]) -> Tensor:
@@ -66,6 +77,15 @@ def window_neighbourhoods(x: Tensor, window: Sequence[int], context: Sequence[in
     return out.reshape(b * it.shape[0] * ih.shape[0] * iw.shape[0], -1, c)
 
 
+def cross_block(blk: Block, queries: Tensor, keys: Tensor, shortcut: bool = True) -> Tensor:
+    """``blk`` with queries from ``queries`` and keys/values from ``keys``; without ``shortcut`` the
+    attention branch replaces the queries instead of adding to them (the MLP keeps its residual)."""
+    if shortcut:
+        return blk(queries, context=keys)
+    x = blk.ls1(blk.attn(blk.norm1(queries), blk.norm1(keys)))
+    return x + blk.mlp_residual(x)
+
+
 class SemanticSwinStage(nn.Module):
     """A Swin stage whose blocks run by STViT role on windowed semantic tokens (see module doc)."""
 
@@ -84,12 +104,18 @@ class SemanticSwinStage(nn.Module):
         *,
         window_grid: Size3 = (1, 3, 3),
         context: Size3 = (8, 10, 10),
+        context2: Size3 = (8, 21, 21),
         restore: bool = False,
         pool: str = "max",
-        global_centers: bool = True,
+        variant: str = "classification",
+        shortcut: bool = False,
+        global_centers: bool = False,
         layer_scale: float = 1e-5,
+        semantic_layer_scale: bool = False,
     ):
         super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"SWIN.STVIT_VARIANT must be one of {tuple(VARIANTS)}, got {variant!r}")
         if restore:
             units = depth // UNIT_DEPTH
             if units < 1:
@@ -106,9 +132,13 @@ class SemanticSwinStage(nn.Module):
         self.window_size = tuple(window_size)
         self.window_grid = tuple(window_grid)
         self.context = tuple(context)
+        self.context2 = tuple(context2)
         self.pool = pool
+        self.variant = variant
+        self.shortcut = shortcut
         self.downsample = PatchMerging3D(in_dim, dim) if downsample else nn.Identity()
         shift = tuple(w // 2 for w in window_size)
+        scaled = {"gen1", "gen2", "restore"} | ({"semantic"} if semantic_layer_scale else set())
         blocks = []
         for i, role in enumerate(self.roles):
             dp = drop_path[i] if drop_path else 0.0
@@ -118,7 +148,7 @@ class SemanticSwinStage(nn.Module):
                     SwinBlock3D(dim, num_heads, window_size, sh, mlp_ratio, qkv_bias, dp, attn_drop)
                 )
             else:
-                ls = layer_scale if role in ("gen1", "gen2", "restore") else 0.0
+                ls = layer_scale if role in scaled else 0.0
                 blocks.append(Block(dim, num_heads, mlp_ratio, qkv_bias, dp, attn_drop, ls))
         self.blocks = nn.ModuleList(blocks)
         self.global_centers = None
@@ -142,6 +172,21 @@ class SemanticSwinStage(nn.Module):
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
+    def generate(self, layer1: Block, layer2: Block, x: Tensor, centers: Tensor, g: Tensor | None) -> Tensor:
+        """The two generation layers: (B, T, H, W, C) map and (B*nW, M, C) centers -> (B*nW, M, C)."""
+        b, *_, c = x.shape
+        window, _ = self.geometry(x.shape[1:4])
+        ctx = window_neighbourhoods(x, window, self.context)  # B*nW, K, C
+        if self.variant == "classification":
+            s1 = cross_block(layer1, centers, torch.cat([centers, ctx], dim=1), self.shortcut)
+            m = s1.shape[1]
+            sem = s1.reshape(b, -1, c)  # layer 2 is global: all the clip's semantic and image tokens
+            q = sem if g is None else sem + g.repeat(sem.shape[1] // m, 1)
+            return layer2(q, context=torch.cat([sem, x.reshape(b, -1, c)], dim=1)).reshape(-1, m, c)
+        s1 = cross_block(layer1, centers, ctx, self.shortcut)
+        q = s1 if g is None else s1 + g
+        return layer2(q, context=window_neighbourhoods(x, window, self.context2))
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.downsample(x)
         b, *grid, c = x.shape
@@ -160,8 +205,7 @@ class SemanticSwinStage(nn.Module):
                 if self.global_centers is not None:  # G of this unit, cut to a clamped grid
                     g = self.global_centers[unit].view(*self.window_grid, c)
                     g = g[: sgrid[0], : sgrid[1], : sgrid[2]].flatten(0, 2)
-                ctx = window_neighbourhoods(x, window, self.context)
-                sem = self.run(generate_semantic_tokens, blk, self.blocks[i + 1], centers, ctx, g)
+                sem = self.run(self.generate, blk, self.blocks[i + 1], x, centers, g)
                 n_sem = 0
             elif role == "semantic":
                 m = sem.shape[1]
@@ -181,7 +225,10 @@ class SemanticSwinStage(nn.Module):
 
 
 class STViTSwin(VideoSwin):
-    """Video Swin with STViT-local (or, with ``restore``, STViT-R-local) in ``semantic_stages``."""
+    """Video Swin with STViT-local (or, with ``restore``, STViT-R-local) in ``semantic_stages``.
+
+    ``shortcut`` / ``global_centers`` None mean "as released for the variant" (``VARIANTS``).
+    """
 
     def __init__(
         self,
@@ -189,10 +236,14 @@ class STViTSwin(VideoSwin):
         semantic_stages: Sequence[int] = (2,),
         window_grid: Sequence[int] = (1, 3, 3),
         context: Sequence[int] = (8, 10, 10),
+        context2: Sequence[int] = (8, 21, 21),
         restore: bool = False,
         pool: str = "max",
-        global_centers: bool = True,
+        variant: str = "classification",
+        shortcut: bool | None = None,
+        global_centers: bool | None = None,
         layer_scale: float = 1e-5,
+        semantic_layer_scale: bool = False,
         **swin: object,
     ):
         num_stages = len(swin.get("depths", (2, 2, 6, 2)))
@@ -201,17 +252,28 @@ class STViTSwin(VideoSwin):
             raise ValueError(
                 f"SWIN.SEMANTIC_STAGES {list(semantic_stages)} must name stages in 0..{num_stages - 1}"
             )
-        for name, v in (("SEMANTIC_WINDOW_GRID", window_grid), ("SEMANTIC_CONTEXT", context)):
+        for name, v in (
+            ("SEMANTIC_WINDOW_GRID", window_grid),
+            ("SEMANTIC_CONTEXT", context),
+            ("SEMANTIC_CONTEXT_GEN2", context2),
+        ):
             if len(v) != 3 or min(v) < 1:
                 raise ValueError(f"SWIN.{name} must be three positive sizes (t, h, w), got {list(v)}")
+        if variant not in VARIANTS:
+            raise ValueError(f"SWIN.STVIT_VARIANT must be one of {tuple(VARIANTS)}, got {variant!r}")
+        released_shortcut, released_g = VARIANTS[variant]
         # Read by make_stage, which VideoSwin.__init__ calls; plain attributes may precede Module init.
         self.semantic_options = dict(
             window_grid=tuple(window_grid),
             context=tuple(context),
+            context2=tuple(context2),
             restore=restore,
             pool=pool,
-            global_centers=global_centers,
+            variant=variant,
+            shortcut=released_shortcut if shortcut is None else shortcut,
+            global_centers=released_g if global_centers is None else global_centers,
             layer_scale=layer_scale,
+            semantic_layer_scale=semantic_layer_scale,
         )
         self.semantic_stages = tuple(semantic_stages)
         super().__init__(**swin)  # its init touches Linear / LayerNorm only, so G keeps its trunc-normal init
@@ -229,6 +291,14 @@ class STViTSwin(VideoSwin):
         }
 
 
+def _auto_flag(cfg: CfgNode, key: str) -> bool | None:
+    """SWIN.<key>: auto -> None (as released for SWIN.STVIT_VARIANT), add -> True, none -> False."""
+    value = cfg.SWIN[key]
+    if value not in ("auto", "add", "none"):
+        raise ValueError(f"SWIN.{key} must be auto, add or none, got {value!r}")
+    return None if value == "auto" else value == "add"
+
+
 @register_model(checkpoint_filter=checkpoint_filter_fn)
 def stvit_swin(cfg: CfgNode) -> STViTSwin:
     """Video Swin with STViT-local semantic tokens (STViT-R-local when SWIN.RESTORE)."""
@@ -236,9 +306,13 @@ def stvit_swin(cfg: CfgNode) -> STViTSwin:
         semantic_stages=tuple(cfg.SWIN.SEMANTIC_STAGES),
         window_grid=tuple(cfg.SWIN.SEMANTIC_WINDOW_GRID),
         context=tuple(cfg.SWIN.SEMANTIC_CONTEXT),
+        context2=tuple(cfg.SWIN.SEMANTIC_CONTEXT_GEN2),
         restore=cfg.SWIN.RESTORE,
         pool=cfg.STVIT.POOL,
-        global_centers=cfg.STVIT.GLOBAL_CENTERS,
+        variant=cfg.SWIN.STVIT_VARIANT,
+        shortcut=_auto_flag(cfg, "STVIT_SHORTCUT"),
+        global_centers=_auto_flag(cfg, "STVIT_GLOBAL_CENTERS"),
         layer_scale=cfg.STVIT.LAYER_SCALE_INIT,
+        semantic_layer_scale=cfg.STVIT.SEMANTIC_LAYER_SCALE,
         **swin_kwargs(cfg),
     )
