@@ -222,7 +222,7 @@ def test_check_paths_names_the_missing_path(tmp_path):
     missing = str(tmp_path / "vit.pth")
     with pytest.raises(LaunchError, match=r"MODEL.PRETRAINED '.*vit.pth' does not exist"):
         check_paths(load_config(None, ["DATA.PATH_TO_DATA_DIR", str(tmp_path), "MODEL.PRETRAINED", missing]))
-    # The synthetic benchmark is generated on first use: a missing folder is fine.
+    # The synthetic dataset is generated on first use: a missing folder is fine.
     check_paths(
         load_config(
             None,

@@ -1,5 +1,5 @@
 """Real multi-node training through tools/submit.py: a local two-node SLURM cluster (slurm/local_cluster.sh),
-submitit, torch.distributed over gloo, the synthetic benchmark. Checks that DDP on 2 nodes x 1 task
+submitit, torch.distributed over gloo, the synthetic dataset. Checks that DDP on 2 nodes x 1 task
 gives the weights of one process with the same global batch, and that a job interrupted by SLURM's
 preemption signal requeues itself, resumes from its checkpoint and ends with the uninterrupted weights.
 The --local test needs no cluster: the same job through submitit's local executor (2 CPU tasks)."""

@@ -1,4 +1,4 @@
-"""Synthetic benchmark: files, formats, determinism, never-overwrite, concurrency, no single-frame leak."""
+"""Synthetic dataset: files, formats, determinism, never-overwrite, concurrency, no single-frame leak."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Generate the synthetic benchmark (stvideo.data.synth) into DATA.PATH_TO_DATA_DIR.
+"""Generate the synthetic dataset (stvideo.data.synth) into DATA.PATH_TO_DATA_DIR.
 
 Usage: ``python tools/make_synth.py [--cfg FILE] DATA.PATH_TO_DATA_DIR DIR [SYNTH.KEY VALUE ...]``.
 The same call run_net.py makes on first use; an existing matching dataset is left as it is.

@@ -49,10 +49,10 @@ _C.DATA.VIDEO_EXT = ".webm"  # SSv2: file extension appended to video ids
 _C.DATA.MAX_CONSECUTIVE_FAILURES = 10  # training stops after this many undecodable samples in a row
 _C.DATA.NUM_RETRIES = 10  # other samples tried when one video fails to decode in training
 _C.DATA.ON_DAMAGED = "warn"  # video decodes but is truncated or has decoder errors: warn (use it) or skip
-_C.DATA.SYNTH_GENERATE = True  # generate the synthetic benchmark into PATH_TO_DATA_DIR if it is empty
+_C.DATA.SYNTH_GENERATE = True  # generate the synthetic dataset into PATH_TO_DATA_DIR if it is empty
 
 # ---------------------------------------------------------------------------- #
-# Synthetic benchmark (stvideo.data.synth)
+# Synthetic dataset (stvideo.data.synth)
 # ---------------------------------------------------------------------------- #
 _C.SYNTH = CfgNode()
 _C.SYNTH.NUM_TRAIN_PER_CLASS = 60  # training videos per class

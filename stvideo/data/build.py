@@ -51,7 +51,7 @@ def ssv2(cfg: CfgNode, mode: str, split: str) -> VideoDataset:
 
 @DATASET_REGISTRY.register()
 def synth(cfg: CfgNode, mode: str, split: str) -> VideoDataset:
-    """The synthetic benchmark (Kinetics layout), generated into DATA.PATH_TO_DATA_DIR if empty."""
+    """The synthetic dataset (Kinetics layout), generated into DATA.PATH_TO_DATA_DIR if empty."""
     from .synth import ensure_synthetic_dataset
 
     ensure_synthetic_dataset(cfg)

@@ -1,4 +1,4 @@
-"""Synthetic video benchmark: tiny encoded videos whose classes can only be told apart over time.
+"""Synthetic video dataset: tiny encoded videos whose classes can only be told apart over time.
 
 Every video shows one "actor" (a bar, ellipse or triangle in red, green or blue) over a stationary
 noise texture with small distractor discs wandering at random. The ten classes differ only in how
@@ -474,7 +474,7 @@ def ensure_synthetic_dataset(cfg: CfgNode) -> bool:
     """
     if cfg.MODEL.NUM_CLASSES != NUM_CLASSES:
         raise SynthDatasetError(
-            f"the synthetic benchmark has {NUM_CLASSES} classes but MODEL.NUM_CLASSES is "
+            f"the synthetic dataset has {NUM_CLASSES} classes but MODEL.NUM_CLASSES is "
             f"{cfg.MODEL.NUM_CLASSES}; set MODEL.NUM_CLASSES {NUM_CLASSES}"
         )
     if not cfg.DATA.PATH_TO_DATA_DIR:
@@ -500,7 +500,7 @@ def ensure_synthetic_dataset(cfg: CfgNode) -> bool:
         for stale in root.parent.glob(f".{root.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-        logger.info("Generating the synthetic benchmark into %s (%s)", root, params)
+        logger.info("Generating the synthetic dataset into %s (%s)", root, params)
         try:
             summary = generate_synthetic_dataset(tmp, **params)
             if root.exists():
@@ -510,7 +510,7 @@ def ensure_synthetic_dataset(cfg: CfgNode) -> bool:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         logger.info(
-            "Synthetic benchmark ready in %s: %s videos in %.1f s",
+            "Synthetic dataset ready in %s: %s videos in %.1f s",
             root,
             summary["num_videos"],
             summary["seconds"],

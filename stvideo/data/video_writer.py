@@ -1,6 +1,6 @@
 """The package's one video-file writer: uint8 RGB frames to H.264 or VP9 files, byte-reproducible.
 
-Used by the synthetic benchmark, the tests' video makers and the benchmarks. The same frames and
+Used by the synthetic dataset, the tests' video makers and the benchmarks. The same frames and
 arguments give the same bytes in any process, whatever was allocated before, and whatever the CPU's
 vector extensions (measured with the commands in docs/synth.md, "Reproducibility"):
 

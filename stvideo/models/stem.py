@@ -4,7 +4,7 @@ A stack of 3x3x3 convolutions replaces the single t x p x p patchify convolution
 height and width (the first also strides time by the tubelet size), with BatchNorm and ReLU, and a
 1x1x1 projection to the token width ends the stem. It yields the same token grid as the linear tube
 embedding, so every token model on top is unchanged. Trained from scratch, a ViT learns motion much
-sooner with it: on the synthetic benchmark a 64-wide ViT with 2x8x8 linear tubes was at chance for 750
+sooner with it: on the synthetic dataset a 64-wide ViT with 2x8x8 linear tubes was at chance for 750
 steps and at 27 % after 1000; the same ViT with this stem reached 50 % after 200 (docs/synth.md).
 
 Hand-written because timm's convolutional stems are 2D only.
