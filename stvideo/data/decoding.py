@@ -285,9 +285,7 @@ class VideoFile:
         with ffmpeg_log.capture() as log:
             try:
                 with av.open(self.path) as container:
-                    stream = _video_stream(container, self.path)
-                    stream.thread_type = "AUTO"
-                    stream.codec_context.thread_count = self.num_threads
+                    stream = _threaded_stream(container, self.path, self.num_threads)
                     for frame in _decode_skipping_bad_packets(container, stream):
                         if first_bad is None and len(log):
                             first_bad = decoded
@@ -338,9 +336,7 @@ class VideoFile:
         previous = None
         try:
             with av.open(self.path) as container:
-                stream = _video_stream(container, self.path)
-                stream.thread_type = "AUTO"
-                stream.codec_context.thread_count = self.num_threads
+                stream = _threaded_stream(container, self.path, self.num_threads)
                 for frame in _decode_skipping_bad_packets(container, stream):
                     if frame is None:  # a rejected packet: repeat the last good frame in its place
                         if previous is None:
@@ -363,6 +359,16 @@ class VideoFile:
         if first_bad is None and len(log):
             first_bad = decoded
         return np.stack([out[i] for i in unique.tolist()]), first_bad
+
+
+def _threaded_stream(
+    container: av.container.InputContainer, path: str, threads: int
+) -> av.video.stream.VideoStream:
+    """The video stream of ``container``, decoded with FFmpeg's automatic threading on ``threads``."""
+    stream = _video_stream(container, path)
+    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = threads
+    return stream
 
 
 def _decode_skipping_bad_packets(
