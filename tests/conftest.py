@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,13 @@ def tiny_synth_opts(tmp_path_factory) -> list[str]:
     ensure_synthetic_dataset(load_config(SYNTH_CFG, data_opts))
     assert os.path.isfile(root / "train.csv")
     return data_opts + TINY_MODEL_OPTS
+
+
+@pytest.fixture(scope="module")
+def check_videos():
+    """tools/check_videos.py imported as a module (registered, so its process pool can pickle by name)."""
+    spec = importlib.util.spec_from_file_location("check_videos", REPO / "tools" / "check_videos.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["check_videos"] = module
+    spec.loader.exec_module(module)
+    return module

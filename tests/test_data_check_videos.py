@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-
-import pytest
 
 from tests import videos as V
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def check_videos():
-    spec = importlib.util.spec_from_file_location("check_videos", REPO / "tools" / "check_videos.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["check_videos"] = module  # the process pool pickles its functions by module name
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_kinetics_list(check_videos, tmp_path, capsys):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -160,15 +158,6 @@ def test_policy_skip_excludes_at_test_and_replaces_in_training(tmp_path, files):
     train = _dataset(tmp_path, files, "train", "skip", ["cut_webm", "good_mp4"])
     item = train[0]
     assert item["index"] == 1 and item["skipped"] == item["damaged"] == 1  # replaced by the good one
-
-
-@pytest.fixture(scope="module")
-def check_videos():
-    spec = importlib.util.spec_from_file_location("check_videos", REPO / "tools" / "check_videos.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["check_videos"] = module  # the process pool pickles its functions by module name
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_check_videos_deep(check_videos, files, tmp_path, capsys):
