@@ -13,9 +13,11 @@ restoration need.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from fvcore.common.config import CfgNode
 from timm.layers import (
     DropPath,
@@ -195,6 +197,7 @@ class VideoViT(nn.Module):
         head_pool: str = "mean",
         patch_embed: str = "linear",
         stem_width: int = 16,
+        act_checkpoint: bool = False,
     ):
         super().__init__()
         if num_frames % tubelet_size or img_size % patch_size:
@@ -205,6 +208,7 @@ class VideoViT(nn.Module):
         self.embed_dim = embed_dim
         self.depth = depth
         self.head_pool = head_pool
+        self.act_checkpoint = act_checkpoint
         self.grid: Grid = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
         self.num_prefix_tokens = 1 if cls_token else 0
         t, h, w = self.grid
@@ -297,10 +301,21 @@ class VideoViT(nn.Module):
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         return x + self.position_embedding(), grid
 
+    def run_block(self, fn: Callable[..., Tensor], *args: Tensor | None) -> Tensor:
+        """``fn(*args)`` for one block's work; under ``act_checkpoint`` in training, recomputed in backward.
+
+        Every token method calls its per-block work through here, so activation checkpointing
+        (non-reentrant ``torch.utils.checkpoint``) covers plain blocks, blocks with a context and
+        method-specific block bodies alike.
+        """
+        if self.act_checkpoint and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
     def forward_tokens(self, x: Tensor, grid: Grid) -> Tensor:
         """The layer stack. Token methods override this; the plain ViT runs every block."""
         for blk in self.blocks:
-            x = blk(x)
+            x = self.run_block(blk, x)
         return x
 
     def forward_head(self, x: Tensor) -> Tensor:
