@@ -15,7 +15,7 @@ from tests import damaged_videos as D
 from tests import videos as V
 
 REPO = Path(__file__).resolve().parents[1]
-BACKENDS = ("decord", "pyav")
+BACKENDS = ("decord", "pyav", "torchcodec")
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,12 @@ EXPECTED = {
     ("flipped_mp4", "pyav"): "FFmpeg errors: [h264] Invalid NAL unit size",
     ("vp9_bad_frame", "decord"): "FFmpeg errors: [vp9]",  # via the PyAV fallback
     ("vp9_bad_frame", "pyav"): "FFmpeg errors: [vp9]",
+    # torchcodec: its FFmpeg's errors on opening (a cut file) make PyAV count the decodable frames; a packet
+    # its decoder rejects makes the file fall back to PyAV, as with decord.
+    ("cut_webm", "torchcodec"): "truncated: 10 of 36",
+    ("cut_faststart_mp4", "torchcodec"): "truncated: 16 of 36",
+    ("flipped_mp4", "torchcodec"): "FFmpeg errors: Invalid NAL unit size",  # logged while opening
+    ("vp9_bad_frame", "torchcodec"): "FFmpeg errors: [vp9]",  # via the PyAV fallback
 }
 
 

@@ -151,7 +151,7 @@ def test_registry_names():
 
 
 # ---------------------------------------------------------------------------------------------- test views
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", ["decord", "pyav", "torchcodec"])
 def test_kinetics_test_views_exact_frames_and_crops(kinetics_root, backend):
     """36 frames, clip 4 x 2 (span 7, start range 29): views start at 7 and 21; crops at x = 0, 16, 32."""
     cfg = tiny_cfg(kinetics_root, DATA__DECODING_BACKEND=backend)
@@ -232,7 +232,7 @@ RATE_OFFSETS = {"fps15.mp4": [0, 1, 2, 3], "fps60.mp4": [0, 4, 8, 12], "vfr.mp4"
 RATE_START_RANGE = {"fps15.mp4": 32, "fps60.mp4": 23, "vfr.mp4": 24}  # frames - span
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", ["decord", "pyav", "torchcodec"])
 def test_dense_sampling_follows_the_frame_rate(frame_rate_root, backend):
     """Val center clips (start = floor(range / 2)) and training clips read back from the decoded pixels."""
     cfg = tiny_cfg(frame_rate_root, DATA__DECODING_BACKEND=backend)

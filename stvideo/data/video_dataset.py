@@ -37,7 +37,7 @@ from fvcore.common.config import CfgNode
 from torch.utils.data import Dataset
 
 from . import sampling
-from .decoding import DamagedVideoError, DecodeError, VideoFile
+from .decoding import DamagedVideoError, DecodeError, VideoFile, require_backend
 from .transforms import TestTransform, TrainTransform
 
 logger = logging.getLogger("stvideo.data")
@@ -81,6 +81,7 @@ class VideoDataset(Dataset):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not samples:
             raise ValueError(f"{type(self).__name__} {mode}: the annotation list is empty")
+        require_backend(cfg.DATA.DECODING_BACKEND)  # a missing decoder library fails here, not per video
         self.cfg = cfg
         self.mode = mode
         self.samples = samples
@@ -119,8 +120,9 @@ class VideoDataset(Dataset):
 
     # ------------------------------------------------------------------ index arithmetic
     def _open(self, path: str, short_side: int) -> VideoFile:
+        d = self.cfg.DATA
         return VideoFile(
-            path, self.cfg.DATA.DECODING_BACKEND, short_side, self.cfg.DATA_LOADER.DECODE_THREADS
+            path, d.DECODING_BACKEND, short_side, self.cfg.DATA_LOADER.DECODE_THREADS, d.DECODE_DEVICE
         )
 
     def _check_damage(self, vf: VideoFile) -> dict[str, str] | None:
