@@ -174,8 +174,16 @@ def cut_views(frames: torch.Tensor, boxes: list[tuple[int, int]] | torch.Tensor,
     The test split hands workers' decoded frames and corners to the evaluator, which cuts the views on
     the model's device (``views_of_test_batch``): the worker then copies none of the 6-15 views.
     """
-    x = frames.permute(0, 4, 1, 2, 3)  # (N, C, T, H, W) view
     boxes = boxes.tolist() if isinstance(boxes, torch.Tensor) else boxes
+    if frames.device.type == "cpu":
+        # One channels-first copy (numpy's transposing copy), then crops of contiguous rows: 59 against
+        # 198 ms for torch's strided copies of 15 K400 views (one thread, measured).
+        x = np.ascontiguousarray(frames.numpy().transpose(0, 4, 1, 2, 3))
+        out = np.empty((x.shape[0], len(boxes), *x.shape[1:3], size, size), dtype=np.uint8)
+        for j, (top, left) in enumerate(boxes):
+            out[:, j] = x[..., top : top + size, left : left + size]
+        return torch.from_numpy(out).flatten(0, 1)
+    x = frames.permute(0, 4, 1, 2, 3)  # (N, C, T, H, W) view
     crops = [x[..., top : top + size, left : left + size] for top, left in boxes]
     return torch.stack(crops, dim=1).flatten(0, 1)
 
