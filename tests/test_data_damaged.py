@@ -15,7 +15,7 @@ from tests import damaged_videos as D
 from tests import videos as V
 
 REPO = Path(__file__).resolve().parents[1]
-BACKENDS = ("decord", "pyav")
+BACKENDS = ("decord", "pyav", "torchcodec")
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,12 @@ EXPECTED = {
     ("flipped_mp4", "pyav"): "FFmpeg errors: [h264] Invalid NAL unit size",
     ("vp9_bad_frame", "decord"): "FFmpeg errors: [vp9]",  # via the PyAV fallback
     ("vp9_bad_frame", "pyav"): "FFmpeg errors: [vp9]",
+    # torchcodec: its FFmpeg's errors on opening (a cut file) make PyAV count the decodable frames; a packet
+    # its decoder rejects makes the file fall back to PyAV, as with decord.
+    ("cut_webm", "torchcodec"): "truncated: 10 of 36",
+    ("cut_faststart_mp4", "torchcodec"): "truncated: 16 of 36",
+    ("flipped_mp4", "torchcodec"): "FFmpeg errors: Invalid NAL unit size",  # logged while opening
+    ("vp9_bad_frame", "torchcodec"): "FFmpeg errors: [vp9]",  # via the PyAV fallback
 }
 
 
@@ -142,8 +148,8 @@ def _dataset(tmp_path: Path, files: dict, mode: str, policy: str, names: list[st
 def test_policy_warn_uses_and_marks(tmp_path, files, caplog):
     ds = _dataset(tmp_path, files, "test", "warn", ["good_mp4", "cut_webm"])
     good, cut = ds[0], ds[1]
-    assert good["damage"] is None and "video" in good
-    assert "video" in cut and "truncated" in cut["damage"]["reason"]
+    assert good["damage"] is None and "frames" in good
+    assert "frames" in cut and "truncated" in cut["damage"]["reason"]
     ds[1]
     assert caplog.text.count("damaged test video") == 1  # once per file and process
     train = _dataset(tmp_path, files, "train", "warn", ["cut_webm"])[0]
@@ -153,7 +159,7 @@ def test_policy_warn_uses_and_marks(tmp_path, files, caplog):
 def test_policy_skip_excludes_at_test_and_replaces_in_training(tmp_path, files):
     ds = _dataset(tmp_path, files, "test", "skip", ["good_mp4", "flipped_mp4"])
     left_out = ds[1]
-    assert "video" not in left_out and "damaged" in left_out["error"]
+    assert "frames" not in left_out and "damaged" in left_out["error"]
     assert "FFmpeg errors" in left_out["damage"]["reason"]
     train = _dataset(tmp_path, files, "train", "skip", ["cut_webm", "good_mp4"])
     item = train[0]

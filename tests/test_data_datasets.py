@@ -16,7 +16,7 @@ from stvideo.data.build import DATASET_REGISTRY, ShardSampler, build_dataset, co
 from stvideo.data.kinetics import Kinetics, read_csv_annotations
 from stvideo.data.preprocessor import ClipPreprocessor
 from stvideo.data.ssv2 import SSv2, read_ssv2_annotations
-from stvideo.data.transforms import TrainTransform
+from stvideo.data.transforms import TrainTransform, cut_views, views_of_test_batch
 from stvideo.data.video_dataset import resolve_path
 from tests import videos as V
 
@@ -97,6 +97,11 @@ def pixels(view: torch.Tensor) -> np.ndarray:
     return view.permute(1, 2, 3, 0).numpy().astype(float)
 
 
+def with_views(item: dict) -> dict:
+    """A test item with its views cut as the evaluator cuts them: ``video`` (V, C, T, S, S)."""
+    return {**item, "video": cut_views(item["frames"], item["crops"], 32)}
+
+
 def expected_crop(height, width, frame, top, left, size=32):
     return V.indexed_frames(frame + 1, height, width)[frame, top : top + size, left : left + size].astype(
         float
@@ -151,12 +156,12 @@ def test_registry_names():
 
 
 # ---------------------------------------------------------------------------------------------- test views
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", ["decord", "pyav", "torchcodec"])
 def test_kinetics_test_views_exact_frames_and_crops(kinetics_root, backend):
     """36 frames, clip 4 x 2 (span 7, start range 29): views start at 7 and 21; crops at x = 0, 16, 32."""
     cfg = tiny_cfg(kinetics_root, DATA__DECODING_BACKEND=backend)
     ds = Kinetics(cfg, "test", "test")
-    item = ds[0]
+    item = with_views(ds[0])
     assert item["video"].shape == (6, 3, 4, 32, 32)
     assert (item["label"], item["index"], item["video_id"]) == (0, 0, "videos/a.mp4")
     frames = [[7, 9, 11, 13], [21, 23, 25, 27]]
@@ -174,7 +179,7 @@ def test_kinetics_test_views_exact_frames_and_crops(kinetics_root, backend):
 def test_portrait_crops_cover_height(kinetics_root):
     """64x32 portrait: the three crops are top / center / bottom (y = 0, 16, 32)."""
     ds = Kinetics(tiny_cfg(kinetics_root), "test", "test")
-    item = ds[1]
+    item = with_views(ds[1])
     assert item["video"].shape == (6, 3, 4, 32, 32) and item["video_id"] == "videos/portrait.mp4"
     for s, top in enumerate([0, 16, 32]):
         got = pixels(item["video"][3 + s])  # second temporal view: frames 21, 23, 25, 27
@@ -185,7 +190,8 @@ def test_portrait_crops_cover_height(kinetics_root):
 def test_odd_size_webm_resized_on_decode(kinetics_root):
     """33x47 VP9 decoded at short side 32 (32x46); 24 frames: span 7, start range 17 -> starts 4, 12."""
     ds = Kinetics(tiny_cfg(kinetics_root), "test", "test")
-    item = ds[2]
+    item = with_views(ds[2])
+    assert item["frames"].shape == (2, 4, 32, 46, 3) and item["crops"].tolist() == [[0, 0], [0, 7], [0, 14]]
     assert item["video"].shape == (6, 3, 4, 32, 32)
     assert [V.frame_index(f) for f in pixels(item["video"][0])] == [4, 6, 8, 10]
     assert [V.frame_index(f) for f in pixels(item["video"][3])] == [12, 14, 16, 18]
@@ -195,7 +201,7 @@ def test_ssv2_test_views_are_different_frames(ssv2_root):
     """VP9 webm, segment sampling: 3 temporal views x 1 crop take distinct frames of every segment."""
     cfg = tiny_cfg(ssv2_root, TEST__NUM_ENSEMBLE_VIEWS=3, TEST__NUM_SPATIAL_CROPS=1)
     ds = SSv2(cfg, "test")
-    item = ds[2]
+    item = with_views(ds[2])
     assert item["video"].shape == (3, 3, 4, 32, 32)
     assert (item["label"], item["video_id"]) == (2, "103")
     got = [[V.frame_index(f) for f in pixels(v)] for v in item["video"]]  # center crop x = 16
@@ -232,7 +238,7 @@ RATE_OFFSETS = {"fps15.mp4": [0, 1, 2, 3], "fps60.mp4": [0, 4, 8, 12], "vfr.mp4"
 RATE_START_RANGE = {"fps15.mp4": 32, "fps60.mp4": 23, "vfr.mp4": 24}  # frames - span
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", ["decord", "pyav", "torchcodec"])
 def test_dense_sampling_follows_the_frame_rate(frame_rate_root, backend):
     """Val center clips (start = floor(range / 2)) and training clips read back from the decoded pixels."""
     cfg = tiny_cfg(frame_rate_root, DATA__DECODING_BACKEND=backend)
@@ -409,11 +415,12 @@ def test_test_split_lists_skipped_videos(kinetics_root):
         ["videos/truncated.mp4", "videos/empty.mp4"],
         ["videos/page.mp4", "videos/missing.mp4"],
     ]
-    assert batches[0]["video"].shape == (1, 6, 3, 4, 32, 32)
+    assert views_of_test_batch(batches[0], "cpu", 32).shape == (1, 6, 3, 4, 32, 32)
     assert batches[1]["skipped"][1]["error"].endswith("file not found")
     cfg = tiny_cfg(kinetics_root, TEST__SPLIT="allbad")
     (batch,) = list(build_loader(cfg, "test"))
-    assert batch["video"].shape == (0, 6, 3, 4, 32, 32) and len(batch["skipped"]) == 3
+    assert batch["frames"] == [] and len(batch["skipped"]) == 3
+    assert views_of_test_batch(batch, "cpu", 32).shape[0] == 0
 
 
 # ---------------------------------------------------------------------------------------------- sharding

@@ -67,8 +67,10 @@ def test_train_then_test_writes_every_output(tmp_path, tiny_synth_opts):
     assert {"train_iter", "train_epoch", "val", "test_final"} <= {s["_type"] for s in stats}
     epochs = [s for s in stats if s["_type"] == "train_epoch"]
     assert [e["epoch"] for e in epochs] == [1, 2]
-    for key in ("loss", "top1", "lr", "time_s", "mem_mb", "skipped_videos"):
+    for key in ("loss", "top1", "lr", "time_s", "mem_mb", "skipped_videos", "data_wait_frac"):
         assert key in epochs[0], key
+    # no workers here: every batch is decoded in the training loop, so the wait is a real, partial share
+    assert all(0.0 < e["data_wait_frac"] < 1.0 for e in epochs), epochs
     assert [s["epoch"] for s in stats if s["_type"] == "val"] == [1, 2]
 
     names = sorted(os.listdir(out / "checkpoints"))

@@ -3,8 +3,8 @@
 Frames carry their own index so a test can tell exactly which frame a decoder returned:
 frame ``i`` has a flat grey level ``level_of(i)`` in its left half, and its right half holds
 horizontal and vertical colour ramps (so spatial crop positions are visible in pixel values).
-Codecs: H.264 in mp4, VP9 in webm, written by ``stvideo.data.video_writer`` (both lossy, so levels
-are spaced ``LEVEL_STEP`` apart and read back by rounding).
+Codecs: H.264 in mp4 (or mkv), VP9 in webm, MPEG-4 Part 2 in avi, written by ``stvideo.data.video_writer``
+(all lossy, so levels are spaced ``LEVEL_STEP`` apart and read back by rounding).
 Also writes the broken inputs the data pipeline must survive: truncated, zero-length and non-video files,
 audio without video, and a still image under a video name.
 """
@@ -27,6 +27,7 @@ MAX_INDEXED_FRAMES = (235 - LEVEL_BASE) // LEVEL_STEP + 1  # frames whose level 
 _TEST_OPTIONS = {
     "h264": {"crf": "12", "preset": "veryfast", "bf": "0"},
     "vp9": {"crf": "12", "b": "0", "deadline": "realtime", "cpu-used": "8"},
+    "mpeg4": {"qscale": "2"},
 }
 
 

@@ -43,7 +43,8 @@ _C.DATA.STD = [0.225, 0.225, 0.225]  # per-channel std for normalisation
 _C.DATA.RANDOM_FLIP = True  # random horizontal flip in training
 _C.DATA.FLIP_LABEL_MAP = ""  # optional json {label: flipped_label} for label-aware flip (SSv2)
 _C.DATA.INPUT_CHANNEL_NUM = 3  # input channels
-_C.DATA.DECODING_BACKEND = "decord"  # video decoder: decord or pyav
+_C.DATA.DECODING_BACKEND = "decord"  # video decoder: decord, pyav or torchcodec (docs/data.md, "Decoders")
+_C.DATA.DECODE_DEVICE = "cpu"  # cpu, or cuda to decode with torchcodec on the GPU (frames return to the host)
 _C.DATA.DECODE_SHORT_SIDE = 0  # train: resize on decode to this short side if > 0 (val/test: TEST_CROP_SIZE)
 _C.DATA.VIDEO_EXT = ".webm"  # SSv2: file extension appended to video ids
 _C.DATA.MAX_CONSECUTIVE_FAILURES = 10  # training stops after this many undecodable samples in a row
@@ -257,7 +258,8 @@ CHOICES = {
     "DIST_BACKEND": ("auto", "nccl", "gloo"),
     "DATA.SAMPLING": ("auto", "dense", "segment"),
     "DATA.OUT_OF_BOUND": ("loop", "repeat_last"),
-    "DATA.DECODING_BACKEND": ("decord", "pyav"),
+    "DATA.DECODING_BACKEND": ("decord", "pyav", "torchcodec"),
+    "DATA.DECODE_DEVICE": ("cpu", "cuda"),
     "DATA.ON_DAMAGED": ("warn", "skip"),
     "SYNTH.CODEC": ("h264", "vp9"),
     "MODEL.SIZE": ("tiny", "small", "base"),

@@ -121,14 +121,19 @@ def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def collate_eval(items: list[dict[str, Any]], empty_video: torch.Tensor) -> dict[str, Any]:
-    """Stack decodable val/test videos; undecodable ones go to ``skipped`` (index, video_id, path, error,
+    """Stack decodable val videos (test: list their decoded frames and crop corners, ``views_of_test_batch``);
+    undecodable ones go to ``skipped`` (index, video_id, path, error,
     and ``damage`` when left out as damaged); ``damage`` lists, per stacked video, None or its
     ``{"path", "reason"}`` (damaged, used: DATA.ON_DAMAGED warn)."""
     good = [it for it in items if "error" not in it]
     keys = ("index", "video_id", "path", "error", "damage")
     skipped = [{k: it[k] for k in keys if k in it} for it in items if "error" in it]
+    if empty_video.ndim == 6:  # test: per video its decoded frames and crop corners, not stacked views
+        videos = {"frames": [it["frames"] for it in good], "crops": [it["crops"] for it in good]}
+    else:
+        videos = {"video": torch.stack([it["video"] for it in good]) if good else empty_video}
     return {
-        "video": torch.stack([it["video"] for it in good]) if good else empty_video,
+        **videos,
         "label": torch.tensor([it["label"] for it in good], dtype=torch.long),
         "index": torch.tensor([it["index"] for it in good], dtype=torch.long),
         "video_id": [it["video_id"] for it in good],

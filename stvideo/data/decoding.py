@@ -1,19 +1,26 @@
-"""Decode chosen frames of a video file with decord (default) or PyAV, never touching audio.
+"""Decode chosen frames of a video file with decord (default), PyAV or torchcodec, never touching audio.
 
-Both backends return the same thing, ``(T, H, W, 3)`` uint8 RGB frames for a list of frame
+All backends return the same thing, ``(T, H, W, 3)`` uint8 RGB frames for a list of frame
 indices, optionally resized on decode (in the decoder's scaler, which is cheaper than decoding
 full size and resizing tensors). We call decord's ``VideoReader`` directly instead of
 PyTorchVideo's ``EncodedVideoDecord``: the latter is time-based (``get_clip(start_sec, end_sec)``
 decodes whole ranges), while the samplers here need one ``get_batch`` over the exact frame
 indices of all test views at once. Only the video stream is opened, so audio is never decoded.
 
+torchcodec (``VideoDecoder`` in exact seek mode, frames by index in presentation order) links the
+system FFmpeg libraries (Debian 12: ``libavcodec59`` and friends, see README); it is imported on first
+use, and a missing library raises ``DecoderUnavailableError`` naming it. Its frame rate and declared
+frame count come from the same PyAV header read as the other backends', which also rejects stills and
+audio-only files before torchcodec opens them.
+
 Damaged files that still decode are detected on the way, without a second decode (``VideoFile.damage``):
 
 * truncated: fewer than ``1 - FRAME_TOLERANCE`` of the frames the container declares (index frame count,
-  or stream / container duration x fps) are decodable (decord: its packet index; PyAV: packets counted);
+  or stream / container duration x fps) are decodable (decord: its packet index; PyAV: packets counted;
+  torchcodec: its packet scan, or PyAV's count when opening logged errors);
 * decoder errors: FFmpeg logged errors (AV_LOG_ERROR or worse) while the file was opened or while the
-  frames were decoded, captured from both FFmpeg builds by ``ffmpeg_log`` (never parsed from stderr).
-  Corruption inside compressed data that still parses (VP9 has no checksums) is invisible to both.
+  frames were decoded, captured from every FFmpeg build by ``ffmpeg_log`` (never parsed from stderr).
+  Corruption inside compressed data that still parses (VP9 has no checksums) is invisible to all.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,11 +40,70 @@ from . import ffmpeg_log
 
 logger = logging.getLogger("stvideo.data")
 
-BACKENDS = ("decord", "pyav")
+BACKENDS = ("decord", "pyav", "torchcodec")
+DEVICES = ("cpu", "cuda")  # cuda: torchcodec only (NVDEC), frames still returned to the host
+# Debian 12's runtime libraries of the FFmpeg that torchcodec links (libavutil.so.57 & co., FFmpeg 5.1).
+FFMPEG_DEBIAN_PACKAGES = (
+    "libavutil57 libavcodec59 libavformat59 libavdevice59 libavfilter8 libswscale6 libswresample4"
+)
 
 
 class DecodeError(RuntimeError):
     """A video that cannot be decoded; the message names the file and the reason."""
+
+
+class DecoderUnavailableError(RuntimeError):
+    """The chosen backend cannot run on this machine (a missing package or system library)."""
+
+
+@functools.cache
+def _torchcodec():  # -> the torchcodec module, FFmpeg loaded
+    """torchcodec with its FFmpeg loaded (once per process); DecoderUnavailableError names what is missing."""
+    try:
+        import torchcodec
+        import torchcodec.decoders
+        import torchcodec.transforms
+    except ImportError as e:
+        raise DecoderUnavailableError(
+            f"DATA.DECODING_BACKEND torchcodec: torchcodec is not installed ({e}); "
+            "pip install -c constraints.txt torchcodec"
+        ) from e
+    if torchcodec.ffmpeg_major_version is None:
+        # torchcodec's own loader: one attempt per FFmpeg major version, each naming what dlopen missed.
+        from torchcodec._internally_replaced_utils import load_core_libraries
+
+        try:
+            load_core_libraries()
+        except Exception as e:  # noqa: BLE001 (its RuntimeError or an OSError from dlopen)
+            raise DecoderUnavailableError(missing_ffmpeg_message(str(e))) from e
+    ffmpeg_log.hook_loaded_libraries()  # torchcodec's FFmpeg is a separate libavutil
+    return torchcodec
+
+
+def missing_ffmpeg_message(loader_error: str) -> str:
+    """One line naming the FFmpeg libraries torchcodec could not load (from its loader's error text)."""
+    missing = list(
+        dict.fromkeys(re.findall(r"(lib\w+\.so(?:\.\d+)*): cannot open shared object", loader_error))
+    )
+    partial = [lib for lib in missing if not lib.startswith("libavutil")]  # an FFmpeg present but incomplete
+    if partial:
+        what = "missing " + ", ".join(partial)
+    elif missing:
+        what = "no FFmpeg 4-9 found (missing " + ", ".join(missing) + ")"
+    else:
+        what = loader_error.strip().splitlines()[0][:200]
+    return (
+        f"DATA.DECODING_BACKEND torchcodec needs the system FFmpeg libraries: {what}. "
+        f"On Debian 12: apt-get install {FFMPEG_DEBIAN_PACKAGES}"
+    )
+
+
+def require_backend(backend: str) -> None:
+    """Raise ValueError for an unknown backend, DecoderUnavailableError if it cannot load here."""
+    if backend not in BACKENDS:
+        raise ValueError(f"DATA.DECODING_BACKEND must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torchcodec":
+        _torchcodec()
 
 
 FRAME_TOLERANCE = 0.1  # truncated: more than this share of the declared frames (and > 2 frames) missing
@@ -156,12 +223,14 @@ def declared_frames(
     return int(round(seconds * float(rate))) or None
 
 
-def _probe(path: str) -> tuple[int, int, int | None]:
-    """Stream (height, width, declared frames) from the container header, without decoding a frame."""
+def _probe(path: str) -> tuple[int, int, int | None, float]:
+    """Stream (height, width, declared frames, average fps or 0) from the container header; no decoding."""
     try:
         with av.open(path) as container:
             stream = _video_stream(container, path)
-            return stream.codec_context.height, stream.codec_context.width, declared_frames(container, stream)
+            rate = stream.average_rate or stream.guessed_rate
+            height, width = stream.codec_context.height, stream.codec_context.width
+            return height, width, declared_frames(container, stream), float(rate) if rate else 0.0
     except av.FFmpegError as e:
         raise DecodeError(f"{path}: cannot open ({e})") from e
 
@@ -174,13 +243,23 @@ class VideoFile:
     an SSv2 training clip).
     With the decord backend, decord errors that PyAV does not share (decord 0.6.0 fails to copy
     frames of some widths, e.g. 48 or 72 pixels, or stops at a corrupt packet) fall back to PyAV for
-    that file, with a log line. ``damage`` reports truncation and the FFmpeg errors of opening and of
+    that file, with a log line; so does a torchcodec decode that stops at a packet the decoder rejects
+    (PyAV repeats the previous frame in its place). ``device`` "cuda" decodes with torchcodec on the GPU.
+    ``damage`` reports truncation and the FFmpeg errors of opening and of
     every ``get_frames`` so far (see the module docstring).
     """
 
-    def __init__(self, path: str, backend: str = "decord", short_side: int = 0, num_threads: int = 1):
-        if backend not in BACKENDS:
-            raise ValueError(f"DATA.DECODING_BACKEND must be one of {BACKENDS}, got {backend!r}")
+    def __init__(
+        self,
+        path: str,
+        backend: str = "decord",
+        short_side: int = 0,
+        num_threads: int = 1,
+        device: str = "cpu",
+    ):
+        require_backend(backend)
+        if device not in DEVICES or (device == "cuda" and backend != "torchcodec"):
+            raise ValueError(f"DATA.DECODE_DEVICE {device!r}: cpu, or cuda with the torchcodec backend")
         _check_file(path)
         self.path = path
         self.backend = backend
@@ -190,6 +269,7 @@ class VideoFile:
             height, width = resized_size(*self.frame_size, short_side)
             self._resize = {"height": height, "width": width}
         self._vr = None
+        self._tc = None  # torchcodec VideoDecoder
         self._errors: list[ffmpeg_log.LogLine] = []
         self._first_bad: int | None = None
         with ffmpeg_log.capture() as log:
@@ -201,6 +281,8 @@ class VideoFile:
                 except (decord.DECORDError, RuntimeError) as e:  # RuntimeError: "Error reading <path>"
                     raise DecodeError(f"{path}: decord cannot open ({_short(e)})") from e
                 num_frames, fps = len(self._vr), float(self._vr.get_avg_fps())
+            elif backend == "torchcodec":
+                num_frames, fps = self._open_torchcodec(device, log)
             else:
                 num_frames, fps, self.declared_frames = self._pyav_count(log)
         self._open_errors = log.lines  # errors while opening / indexing: no frame to pin them on
@@ -210,7 +292,7 @@ class VideoFile:
         self.info = VideoInfo(num_frames=num_frames, fps=fps if fps > 0 else 30.0)
 
     @functools.cached_property
-    def _header(self) -> tuple[int, int, int | None]:
+    def _header(self) -> tuple[int, int, int | None, float]:
         return _probe(self.path)
 
     @property
@@ -236,7 +318,32 @@ class VideoFile:
 
     def close(self) -> None:
         """Release the decoder (decord keeps large buffers alive otherwise)."""
-        self._vr = None
+        self._vr = self._tc = None
+
+    def _open_torchcodec(self, device: str, log: ffmpeg_log.Capture) -> tuple[int, float]:
+        """(decodable frames, fps) of a torchcodec ``VideoDecoder`` in exact mode (its packet scan is the
+        frame index). The PyAV header read gives the fps (as the other backends read it) and rejects stills;
+        when opening logged FFmpeg errors (a cut file), PyAV's packet count gives the frames PyAV, the
+        fallback, can deliver."""
+        tc = _torchcodec()
+        fps = self._header[3]
+        resize = (
+            [tc.transforms.Resize((self._resize["height"], self._resize["width"]))] if self._resize else []
+        )
+        try:
+            self._tc = tc.decoders.VideoDecoder(
+                self.path,
+                seek_mode="exact",
+                dimension_order="NHWC",
+                num_ffmpeg_threads=self.num_threads,
+                device=device,
+                transforms=resize,
+            )
+        except (RuntimeError, ValueError) as e:
+            raise DecodeError(f"{self.path}: torchcodec cannot open ({_torchcodec_reason(e)})") from e
+        if len(log):
+            return self._pyav_count(log)[0], fps
+        return len(self._tc), fps
 
     def get_frames(self, indices: np.ndarray | list[int]) -> np.ndarray:
         """(len(indices), H, W, 3) uint8 frames; indices may repeat and come in any order."""
@@ -257,10 +364,18 @@ class VideoFile:
                     frames = self._vr.get_batch(unique.tolist()).asnumpy()
                     first_bad = int(unique[0])  # decord decodes the whole batch in one call
                 except decord.DECORDError as e:
-                    _log_fallback(self.path, _short(e))
+                    _log_fallback(self.path, "decord", _short(e))
                     self._vr = None
-                    del log._decord[:]  # the PyAV decode below reports this file's errors exactly
-            if self._vr is None:
+                    log.drop_foreign()  # the PyAV decode below reports this file's errors exactly
+            elif self._tc is not None:
+                try:
+                    frames = self._tc.get_frames_at(unique.tolist()).data.cpu().numpy()
+                    first_bad = int(unique[0])  # one call for the batch, as decord
+                except (RuntimeError, IndexError) as e:  # a rejected packet; an index past a cut file
+                    _log_fallback(self.path, "torchcodec", _torchcodec_reason(e))
+                    self._tc = None
+                    log.drop_foreign()
+            if self._vr is None and self._tc is None:
                 frames, first_bad = self._pyav_frames(unique, log)
         if len(log) and self._first_bad is None:
             self._first_bad = first_bad
@@ -275,10 +390,10 @@ class VideoFile:
         chunk); PyAV, or decord after a fallback, makes one forward pass. Errors land in ``damage``."""
         n = self.info.num_frames
         for start in range(0, n, chunk):
-            if self._vr is None:
+            if self._vr is None and self._tc is None:
                 break
             self.get_frames(np.arange(start, min(n, start + chunk)))
-        if self._vr is not None:
+        if self._vr is not None or self._tc is not None:
             return n
         self._errors, self._first_bad = list(self._open_errors), None  # the pass below sees it all
         decoded, first_bad = 0, None
@@ -387,12 +502,18 @@ def _decode_skipping_bad_packets(
 _fallback_logged: set[str] = set()
 
 
-def _log_fallback(path: str, reason: str) -> None:
-    """Warn about a decord -> PyAV fallback once per distinct reason and process, then at debug level."""
+def _log_fallback(path: str, backend: str, reason: str) -> None:
+    """Warn about a fallback to PyAV once per distinct reason and process, then at debug level."""
     key = reason.split("] ", 1)[-1]  # drop decord's timestamp prefix
     level = logging.DEBUG if key in _fallback_logged else logging.WARNING
     _fallback_logged.add(key)
-    logger.log(level, "decord failed on %s (%s); decoding this file with PyAV", path, key)
+    logger.log(level, "%s failed on %s (%s); decoding this file with PyAV", backend, path, key)
+
+
+def _torchcodec_reason(e: Exception) -> str:
+    """torchcodec's message without its C++ location prefix ("fn, /path/File.cpp:123, reason")."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return re.sub(r"^.*?\.cpp:\d+, ", "", text)[:200]
 
 
 def _short(e: Exception) -> str:

@@ -1,16 +1,20 @@
-"""FFmpeg's own log lines, from both decoders, as data: captured around a decode, routed to logging otherwise.
+"""FFmpeg's own log lines, from every decoder, as data: captured around a decode, routed to logging otherwise.
 
-Two FFmpeg builds live in one stvideo process: PyAV's (``av.libs``) and decord's (``decord.libs``, an
-older libavutil with its own log callback). Both are covered:
+Up to three FFmpeg builds live in one stvideo process: PyAV's (``av.libs``), decord's (``decord.libs``, an
+older libavutil with its own log callback) and, once the torchcodec backend is used, the system FFmpeg
+that torchcodec links (``libavutil.so.57`` on Debian 12). All are covered:
 
 * PyAV: ``av.logging.set_level(av.logging.ERROR)`` installs PyAV's callback (PyAV's default drops every
   line); lines below ERROR are filtered in C without taking the GIL, so decoding a good file costs
   nothing extra. Errors go to ``av.logging.Capture(local=False)`` while a capture is open (all threads,
   so frame-threaded decoding is covered) and to the ``libav.<component>`` Python loggers otherwise.
-* decord: a ``ctypes`` callback installed with ``av_log_set_callback`` in every libavutil the process
-  has loaded besides PyAV's. It formats lines with that library's ``av_log_format_line2`` and, like
-  PyAV's, sends them to the open capture or to ``libav.<component>`` (WARNING and worse). Without it
-  decord's FFmpeg prints every line to stderr.
+* decord and torchcodec: a ``ctypes`` callback installed with ``av_log_set_callback`` in every libavutil
+  the process has loaded besides PyAV's (``hook_loaded_libraries`` again after torchcodec loads its
+  FFmpeg). It formats lines with that library's ``av_log_format_line2`` and, like PyAV's, sends them to
+  the open capture or to ``libav.<component>`` (WARNING and worse). Without it decord's FFmpeg prints
+  every line to stderr. torchcodec sets its FFmpeg's level to QUIET on every open unless
+  ``TORCHCODEC_FFMPEG_LOG_LEVEL`` says otherwise; ``hook_loaded_libraries`` sets it to ERROR (kept if
+  the user set it).
 
 ``capture()`` collects the ERROR-and-worse lines of both libraries while it is open. Captures are
 process-wide: stvideo decodes one file at a time per process (DataLoader workers are processes), so the
@@ -53,6 +57,7 @@ def _python_level(level: int) -> int:
 _lock = threading.Lock()
 _captures: list[list[LogLine]] = []  # open captures of the decord callback (innermost last)
 _installed_pid: int | None = None
+_hooked: set[str] = set()  # real paths of the libavutils whose log callback is ours
 _callbacks: list[object] = []  # keep the ctypes callbacks alive
 _CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
@@ -100,6 +105,7 @@ def _install_foreign(path: str) -> None:
         if text.startswith("[") and " @ 0x" in text.split("]", 1)[0]:
             head, text = text[1:].split("]", 1)
             component, text = head.split(" @ ", 1)[0], text.strip()
+            component = "" if component == "NULL" else component  # a context without a class name
         line = LogLine(level, component, text)
         with _lock:
             target = _captures[-1] if _captures else None
@@ -122,11 +128,23 @@ def install() -> None:
     _installed_pid = os.getpid()
     if av.logging.get_level() is None:  # PyAV's default: every line dropped, errors unseen
         av.logging.set_level(av.logging.ERROR)
+    # PyAV drops a line equal to the one before (by default): the same damaged file decoded twice in a
+    # process would then show no error the second time.
+    av.logging.set_skip_repeated(False)
     if _callbacks:  # forked child: the parent's callbacks are still installed and valid
         return
+    hook_loaded_libraries()
+
+
+def hook_loaded_libraries() -> None:
+    """Install the callback in every loaded libavutil other than PyAV's that has none of ours yet
+    (call after loading a library that brings its own FFmpeg, e.g. torchcodec's system FFmpeg)."""
+    os.environ.setdefault("TORCHCODEC_FFMPEG_LOG_LEVEL", "ERROR")
     own = _pyav_libavutil()
     for path in _loaded_libavutils():
-        if not os.path.realpath(path).startswith(own):
+        real = os.path.realpath(path)
+        if not real.startswith(own) and real not in _hooked:
+            _hooked.add(real)
             _install_foreign(path)
 
 
@@ -134,17 +152,21 @@ class Capture:
     """The FFmpeg ERROR (and worse) lines of both decoders logged while ``capture()`` is open."""
 
     def __init__(self) -> None:
-        self._decord: list[LogLine] = []
+        self._foreign: list[LogLine] = []  # decord's and torchcodec's FFmpeg
         self._pyav: list[tuple[int, str, str]] = []
 
     def __len__(self) -> int:
         """Lines so far (cheap: call it between frames to find the first bad one)."""
-        return len(self._decord) + sum(1 for level, _, _ in self._pyav if level <= ERROR)
+        return len(self._foreign) + sum(1 for level, _, _ in self._pyav if level <= ERROR)
+
+    def drop_foreign(self) -> None:
+        """Forget the lines of decord's and torchcodec's FFmpeg (a PyAV decode of the file follows)."""
+        del self._foreign[:]
 
     @property
     def lines(self) -> list[LogLine]:
         pyav = [LogLine(lv, name, msg.strip()) for lv, name, msg in self._pyav if lv <= ERROR]
-        return self._decord + pyav
+        return self._foreign + pyav
 
 
 @contextlib.contextmanager
@@ -153,7 +175,7 @@ def capture() -> Iterator[Capture]:
     install()
     cap = Capture()
     with _lock:
-        _captures.append(cap._decord)
+        _captures.append(cap._foreign)
     pyav = av.logging.Capture(local=False)
     cap._pyav = pyav.__enter__()
     try:
@@ -162,6 +184,6 @@ def capture() -> Iterator[Capture]:
         pyav.__exit__(None, None, None)
         with _lock:
             for i in range(len(_captures) - 1, -1, -1):
-                if _captures[i] is cap._decord:  # identity: two empty captures compare equal
+                if _captures[i] is cap._foreign:  # identity: two empty captures compare equal
                     del _captures[i]
                     break

@@ -7,8 +7,10 @@ Items (see docs/data.md):
   AUG.NUM_SAMPLE = k > 1, ``video`` is ``(k, C, T, H, W)``, ``label`` a (k,) tensor and ``erase``
   (k, ERASE_FIELDS) (one decode, k augmentations; ``collate_train`` flattens them).
 * val: ``{"video": (C, T, S, S) uint8, "label", "index", "video_id"}``, the center view.
-* test: ``{"video": (V, C, T, S, S) uint8, "label", "index", "video_id"}`` with V = NUM_ENSEMBLE_VIEWS x
-  NUM_SPATIAL_CROPS ordered temporal-major (view = t * S + s), all decoded in one pass.
+* test: ``{"frames": (N, T, H, W, 3) uint8, "crops": (S, 2), "label", "index", "video_id"}``: the
+  N = NUM_ENSEMBLE_VIEWS temporal views decoded in one pass with the short side at TEST_CROP_SIZE, and the
+  (top, left) corners of the S = NUM_SPATIAL_CROPS crops; ``transforms.cut_views`` makes the V = N x S views
+  (V, C, T, S, S) ordered temporal-major (view = t * S + s), on the evaluator's device.
 
 A training video that fails to decode is replaced by another sample (bounded retries, logged with its
 path on logger ``stvideo.data``, counted in ``skipped``); after DATA.MAX_CONSECUTIVE_FAILURES failures in
@@ -37,7 +39,7 @@ from fvcore.common.config import CfgNode
 from torch.utils.data import Dataset
 
 from . import sampling
-from .decoding import DamagedVideoError, DecodeError, VideoFile
+from .decoding import DamagedVideoError, DecodeError, VideoFile, require_backend
 from .transforms import TestTransform, TrainTransform
 
 logger = logging.getLogger("stvideo.data")
@@ -81,6 +83,7 @@ class VideoDataset(Dataset):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not samples:
             raise ValueError(f"{type(self).__name__} {mode}: the annotation list is empty")
+        require_backend(cfg.DATA.DECODING_BACKEND)  # a missing decoder library fails here, not per video
         self.cfg = cfg
         self.mode = mode
         self.samples = samples
@@ -119,8 +122,9 @@ class VideoDataset(Dataset):
 
     # ------------------------------------------------------------------ index arithmetic
     def _open(self, path: str, short_side: int) -> VideoFile:
+        d = self.cfg.DATA
         return VideoFile(
-            path, self.cfg.DATA.DECODING_BACKEND, short_side, self.cfg.DATA_LOADER.DECODE_THREADS
+            path, d.DECODING_BACKEND, short_side, self.cfg.DATA_LOADER.DECODE_THREADS, d.DECODE_DEVICE
         )
 
     def _check_damage(self, vf: VideoFile) -> dict[str, str] | None:
@@ -197,14 +201,17 @@ class VideoDataset(Dataset):
         return {"video": video, "label": s.label, "index": index, "video_id": s.video_id, "damage": damage}
 
     def load_test(self, index: int) -> dict[str, Any]:
-        """All views of video ``index`` from one decode (raises DecodeError and friends on bad input)."""
+        """All views of video ``index`` from one decode (raises DecodeError and friends on bad input):
+        the decoded temporal views and the crop corners; ``transforms.cut_views`` cuts them on the device."""
         s = self.samples[index]
         with self._open(s.path, self.cfg.DATA.TEST_CROP_SIZE) as vf:
             idx = self.test_frame_indices(vf.info.num_frames, vf.info.fps, self.num_temporal_views)
             frames = torch.from_numpy(vf.get_frames(idx.reshape(-1)))
             damage = self._check_damage(vf)
-        views = self.test_transform(frames.unflatten(0, idx.shape))  # (V, C, T, S, S), temporal-major
-        return {"video": views, "label": s.label, "index": index, "video_id": s.video_id, "damage": damage}
+        frames = self.test_transform.resize_short_side(frames.unflatten(0, idx.shape))  # (N, T, H, W, 3)
+        crops = torch.tensor(self.test_transform.crop_boxes(*frames.shape[2:4]), dtype=torch.long)
+        item = {"frames": frames, "crops": crops, "label": s.label, "index": index, "video_id": s.video_id}
+        return {**item, "damage": damage}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self.mode == "train":

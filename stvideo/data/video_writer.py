@@ -23,12 +23,17 @@ import av
 import numpy as np
 
 # codec name -> (encoder, default file extension). The container follows the path's suffix.
-CODECS: dict[str, tuple[str, str]] = {"h264": ("libx264", "mp4"), "vp9": ("libvpx-vp9", "webm")}
+CODECS: dict[str, tuple[str, str]] = {
+    "h264": ("libx264", "mp4"),
+    "vp9": ("libvpx-vp9", "webm"),
+    "mpeg4": ("mpeg4", "avi"),  # MPEG-4 Part 2 (older downloads, DivX/Xvid-style AVI)
+}
 CONTAINERS = (".mp4", ".webm", ".mkv", ".avi")
 # Options that make the bytes reproducible (see the module docstring); callers' options cannot drop them.
 DETERMINISTIC_OPTIONS: dict[str, dict[str, str]] = {
     "h264": {"threads": "1", "x264-params": "asm=0:threads=1:lookahead-threads=1:sliced-threads=0"},
     "vp9": {"threads": "1"},
+    "mpeg4": {"threads": "1"},
 }
 CONTAINER_OPTIONS = {"fflags": "+bitexact"}
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from stvideo.data import build_loader
 from stvideo.data.preprocessor import ClipPreprocessor
+from stvideo.data.transforms import views_of_test_batch
 from stvideo.models import protocol
 from stvideo.utils.distributed import all_gather_objects, broadcast_buffers, is_main_process
 
@@ -57,6 +58,7 @@ def collect_view_logits(
 ) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
     """This rank's {index: {video_id, label, logits (V, K), damage}} and its skipped videos."""
     device = preprocess.device
+    size = loader.dataset.cfg.DATA.TEST_CROP_SIZE
     model.eval()
     records: dict[int, dict[str, Any]] = {}
     skipped: list[dict[str, Any]] = []
@@ -68,7 +70,7 @@ def collect_view_logits(
         damaged += sum(d is not None for d in damage) + sum("damage" in s for s in batch.get("skipped", []))
         if skipped or damaged:
             bar.set_postfix(skipped=len(skipped), damaged=damaged, refresh=False)
-        video = batch["video"]
+        video = views_of_test_batch(batch, device, size)  # the views are cut on the device
         if video.shape[0] == 0:
             continue
         b, v = video.shape[:2]

@@ -139,6 +139,7 @@ class Trainer:
         window_start = 0
         totals = {"loss": torch.zeros((), device=device), "correct": torch.zeros((), device=device)}
         seen, skipped, damaged = 0, 0, 0
+        data_wait = 0.0  # seconds this rank's loop spent in next(loader): the loader starved the step
         t_epoch = t_last = time.perf_counter()
         bar = tqdm(
             total=self.iters_per_epoch,
@@ -151,6 +152,7 @@ class Trainer:
             if it >= self.iters_per_epoch:
                 break
             t_data = time.perf_counter() - t_last
+            data_wait += t_data
             video = self.preprocess(batch["video"], batch["erase"])
             label = batch["label"].to(device, non_blocking=True)
             skipped += int(batch["skipped"].sum()) if "skipped" in batch else 0
@@ -176,8 +178,9 @@ class Trainer:
             totals["loss"] += loss.detach() * label.shape[0]
             totals["correct"] += topk_correct(logits, label, (1,))[0]
             seen += label.shape[0]
-            if skipped or damaged:
-                bar.set_postfix(skipped=skipped, damaged=damaged, refresh=False)
+            wait_frac = data_wait / max(time.perf_counter() - t_epoch, 1e-9)
+            extra = {"skipped": skipped, "damaged": damaged} if skipped or damaged else {}
+            bar.set_postfix(data_wait=f"{wait_frac:.0%}", **extra, refresh=False)
             bar.update(1)
             if (it + 1) % cfg.LOG_PERIOD == 0 or it + 1 == self.iters_per_epoch:
                 self._check_finite(window, epoch, window_start)
@@ -207,6 +210,8 @@ class Trainer:
         skipped_all, damaged_all = all_reduce_sum(
             torch.tensor([float(skipped), float(damaged)], device=device)
         )
+        loop_s = time.perf_counter() - t_epoch
+        wait_frac = all_reduce_mean(torch.tensor(data_wait / max(loop_s, 1e-9), device=device))
         return {
             "_type": "train_epoch",
             "epoch": epoch + 1,
@@ -216,6 +221,7 @@ class Trainer:
             "time_s": time.perf_counter() - t_epoch,
             "skipped_videos": int(skipped_all),
             "damaged_videos": int(damaged_all),
+            "data_wait_frac": float(wait_frac),  # share of the epoch's step time spent waiting for batches
             "mem_mb": memory_mb(device),
         }
 
