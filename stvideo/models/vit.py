@@ -225,7 +225,7 @@ class VideoViT(nn.Module):
         else:
             raise ValueError(f"unknown pos_embed {pos_embed!r}; use joint or separable")
 
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # also under a meta device
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[i], attn_drop_rate, layer_scale_init)
             for i in range(depth)
