@@ -198,6 +198,7 @@ _C.TRAIN.AUTO_RESUME = True  # resume from OUTPUT_DIR/checkpoints/last.pyth if i
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""  # initialise weights from this stvideo checkpoint (no resume of state)
 _C.TRAIN.MIXED_PRECISION = True  # autocast on GPU (bf16 if supported, else fp16 with a GradScaler)
 _C.TRAIN.ITERS_PER_EPOCH = 0  # debug: cap iterations per epoch (0 = full epoch)
+_C.TRAIN.STRATEGY = "ddp"  # ddp (replicas) or fsdp (FSDP2 shards + sharded DCP checkpoints; docs/launch.md)
 
 # ---------------------------------------------------------------------------- #
 # Testing
@@ -277,6 +278,7 @@ CHOICES = {
     "EVO.EVAL_SELECTION": ("stagewise", "training"),
     "TEST.ENSEMBLE_METHOD": ("prob_mean", "logit_mean", "max"),
     "SOLVER.BASE_LR_SCALE": ("linear", "none"),
+    "TRAIN.STRATEGY": ("ddp", "fsdp"),
 }
 
 

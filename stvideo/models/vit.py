@@ -170,6 +170,12 @@ class Block(nn.Module):
         x = x + self.attn_residual(x, context)
         return x + self.mlp_residual(x)
 
+    def forward_replace(self, x: Tensor, context: Tensor) -> Tensor:
+        """Cross-attention whose output replaces the queries (no attention shortcut); the MLP keeps its
+        residual. A method of the block, so wrappers that hook block methods (FSDP2) see the call."""
+        x = self.ls1(self.attn(self.norm1(x), self.norm1(context)))
+        return x + self.mlp_residual(x)
+
 
 class VideoViT(nn.Module):
     """Video ViT classifier: tube embedding -> :meth:`forward_tokens` -> pooled linear head."""
