@@ -192,6 +192,7 @@ def test_converted_checkpoint_serves_test_and_pretrained(tmp_path, tiny_synth_op
         "SOLVER.MAX_EPOCH",
         "1",
     ]
+    opts += ["MODEL.PATCH_EMBED", "linear"]  # a tube kernel tells the pretrained filter the file is video
     run = tmp_path / "run"
     _run_net([*opts, "OUTPUT_DIR", str(run)], 2)
     weights = _weights(run, tmp_path)

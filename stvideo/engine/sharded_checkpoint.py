@@ -35,6 +35,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import Metadata
 from torch.distributed.checkpoint.planner import ReadItem
@@ -231,9 +232,10 @@ def find_resume(output_dir: str) -> tuple[str | None, list[tuple[str, str]]]:
 def _load_tensors(path: str, state: dict[str, Any]) -> None:
     try:
         dcp.load(state, checkpoint_id=path, storage_reader=SafeReader(path), planner=TensorsOnlyPlanner())
-    except Exception as e:  # DCP wraps per-rank failures; keep the one-line policy
-        first = next((s.strip() for s in str(e).splitlines() if s.strip()), type(e).__name__)
-        raise CheckpointError(path, f"cannot load its tensors ({first[:200]})") from None
+    except (Exception, CheckpointException) as e:  # a BaseException wrapping every rank's failure
+        # DCP wraps each rank's exception with its traceback; its last "...Error: ..." line is the cause.
+        causes = [s.strip() for s in str(e).splitlines() if "Error: " in s] or [f"{type(e).__name__}: {e}"]
+        raise CheckpointError(path, f"cannot load its tensors ({causes[-1][:200]})") from None
 
 
 def load(path: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
