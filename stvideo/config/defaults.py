@@ -115,6 +115,9 @@ _C.MODEL.PRETRAINED = ""  # path to a timm (image) or VideoMAE (video) checkpoin
 _C.MODEL.PRETRAINED_INFLATE = "center"  # 2D->3D patch-embedding inflation: center or average
 _C.MODEL.PRETRAINED_FORMAT = "auto"  # auto, timm or videomae
 _C.MODEL.ACT_CHECKPOINT = False  # activation checkpointing per block (ViT archs, Swin); an error elsewhere
+_C.MODEL.COMPILE = False  # torch.compile the model (train and eval; nn.Module.compile, names unchanged)
+_C.MODEL.COMPILE_MODE = "default"  # inductor mode: default, reduce-overhead, max-autotune(-no-cudagraphs)
+_C.MODEL.COMPILE_BACKEND = "inductor"  # torch.compile backend: inductor, or aot_eager / eager (debugging)
 _C.MODEL.PATCH_EMBED = "linear"  # tube embedding: linear (one Conv3d; loads timm) or conv (conv stem)
 _C.MODEL.STEM_WIDTH = 16  # conv stem: channels of its first conv, doubled by each further conv
 
@@ -266,6 +269,8 @@ CHOICES = {
     "MODEL.PRETRAINED_INFLATE": ("center", "average"),
     "MODEL.PRETRAINED_FORMAT": ("auto", "timm", "videomae"),
     "MODEL.PATCH_EMBED": ("linear", "conv"),
+    "MODEL.COMPILE_MODE": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    "MODEL.COMPILE_BACKEND": ("inductor", "aot_eager", "eager"),
     "VIT.POS_EMBED": ("joint", "separable"),
     "VIT.POS_EMBED_INIT": ("sincos", "trunc_normal"),
     "VIT.HEAD_POOL": ("mean", "cls"),

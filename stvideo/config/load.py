@@ -138,6 +138,8 @@ def check_config(cfg: CfgNode) -> None:
             f"TRAIN.BATCH_SIZE ({cfg.TRAIN.BATCH_SIZE}) must be divisible by the number of processes "
             f"(max(NUM_GPUS, 1) * NUM_SHARDS = {world})"
         )
+    if cfg.MODEL.COMPILE and cfg.TRAIN.STRATEGY == "fsdp":
+        raise ConfigError("MODEL.COMPILE with TRAIN.STRATEGY fsdp is not supported; use one of them")
     if cfg.DATA.NUM_FRAMES < 1 or cfg.DATA.SAMPLING_RATE < 1:
         raise ConfigError("DATA.NUM_FRAMES and DATA.SAMPLING_RATE must be >= 1")
 

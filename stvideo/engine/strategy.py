@@ -27,6 +27,7 @@ from torch.distributed.fsdp import (
 from torch.nn.parallel import DistributedDataParallel
 
 from stvideo.models import MODEL_REGISTRY, protocol
+from stvideo.utils.compile import compile_model
 from stvideo.utils.distributed import get_world_size, is_dist
 
 from .checkpoint import unwrap
@@ -60,7 +61,10 @@ def mixed_precision(cfg: CfgNode, device: torch.device) -> MixedPrecisionPolicy:
 
 
 def wrap_model(cfg: CfgNode, model: nn.Module, device: torch.device) -> nn.Module:
-    """The model as this strategy trains it: DDP or FSDP2 under a process group, else unchanged."""
+    """The model as this strategy trains it (compiled first with MODEL.COMPILE): DDP or FSDP2 under a
+    process group, else unchanged."""
+    if cfg.MODEL.COMPILE:
+        compile_model(model, cfg.MODEL.COMPILE_MODE, cfg.MODEL.COMPILE_BACKEND)
     if not is_dist():
         return model
     if cfg.TRAIN.STRATEGY == "ddp":
