@@ -20,6 +20,7 @@ from stvideo.models.evo import EvoViT
 from stvideo.models.vit import VideoViT, checkpoint_filter_fn, sinusoid_table
 from stvideo.models.weights import LoadReport, load_state_into
 from tests.test_registry import tiny_cfg
+from tests.test_weights import videomae_state
 
 K400 = Path(__file__).resolve().parents[1] / "configs" / "k400"
 VIT_ARCHS = sorted(n for n, _ in MODEL_REGISTRY if isinstance(build_model(tiny_cfg(n)), VideoViT))
@@ -101,24 +102,6 @@ def test_swin_has_no_large_size_and_act_checkpoint_needs_a_supporting_arch() -> 
         build_model(cfg)
 
 
-def _videomae_state(src: VideoViT) -> dict[str, torch.Tensor]:
-    """``src`` in VideoMAE's fine-tuning-checkpoint layout: ``encoder.`` prefix, q/v biases, no position
-    table (VideoMAE uses a fixed sinusoid), no cls token, a decoder and mask token to be dropped."""
-    sd = {}
-    for k, v in src.state_dict().items():
-        if k == "pos_embed":
-            continue
-        if k.endswith("attn.qkv.bias"):
-            q, _, vb = v.chunk(3)
-            sd["encoder." + k.replace("qkv.bias", "q_bias")] = q
-            sd["encoder." + k.replace("qkv.bias", "v_bias")] = vb
-        else:
-            sd["encoder." + k] = v
-    sd["decoder.blocks.0.mlp.fc1.weight"] = torch.zeros(4, 4, device=v.device)
-    sd["mask_token"] = torch.zeros(1, 1, src.embed_dim, device=v.device)
-    return sd
-
-
 @pytest.mark.parametrize("size", ["large", "huge"])
 def test_videomae_l_and_h_checkpoints_load(size: str) -> None:
     """Full width and heads (1024/16, 1280/16) at depth 2: values through the filter; then the full-depth
@@ -132,19 +115,19 @@ def test_videomae_l_and_h_checkpoints_load(size: str) -> None:
             blk.attn.qkv.bias[dim : 2 * dim] = 0
         src.pos_embed.copy_(sinusoid_table(8, dim))
     model = VideoViT(depth=2, cls_token=False, **geo).eval()
-    report = load_state_into(model, _videomae_state(src), checkpoint_filter_fn)
+    report = load_state_into(model, videomae_state(src), checkpoint_filter_fn)
     assert report.format == "videomae" and report.missing == [] and report.unexpected == []
     x = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(model(x), src(x), rtol=1e-5, atol=1e-5)
     evo = EvoViT(depth=2, start_layer=1, stage_layers=(1,), **geo)  # VideoMAE has no cls: evo adds one
-    assert "cls_token" in load_state_into(evo, _videomae_state(src), checkpoint_filter_fn).missing
+    assert "cls_token" in load_state_into(evo, videomae_state(src), checkpoint_filter_fn).missing
 
     with torch.device("meta"):
         full_src = VideoViT(num_classes=400, depth=depth, embed_dim=dim, num_heads=heads, cls_token=False)
         target = VideoViT(num_classes=400, depth=depth, embed_dim=dim, num_heads=heads)
     cfg = get_cfg()
-    sd = checkpoint_filter_fn(_videomae_state(full_src), target, cfg, LoadReport(format="auto"))
+    sd = checkpoint_filter_fn(videomae_state(full_src), target, cfg, LoadReport(format="auto"))
     want = target.state_dict()
     assert set(want) - set(sd) == {"cls_token"}  # the k400 configs keep a cls token VideoMAE lacks
     assert not set(sd) - set(want)

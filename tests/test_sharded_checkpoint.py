@@ -94,7 +94,9 @@ def test_half_written_and_corrupt_checkpoints_are_never_resumed(tmp_path):
     assert sharded.find_resume(str(tmp_path)) == (str(folder / sharded.epoch_dir_name(1)), [])
     # Nothing readable at all: stop with every folder named, never start over silently.
     (folder / sharded.epoch_dir_name(1) / ".metadata").write_bytes(b"")
-    with pytest.raises(CheckpointError, match="no readable sharded checkpoint.*checkpoint_epoch_00001.dcp"):
+    with pytest.raises(
+        CheckpointError, match="no readable checkpoint to resume from.*checkpoint_epoch_00001.dcp"
+    ):
         sharded.find_resume(str(tmp_path))
 
 

@@ -211,22 +211,7 @@ def resume_candidates(output_dir: str) -> list[str]:
 
 def find_resume(output_dir: str) -> tuple[str | None, list[tuple[str, str]]]:
     """As :func:`stvideo.engine.checkpoint.find_resume` for sharded folders: (newest readable, skipped)."""
-    bad: list[tuple[str, str]] = []
-    for path in resume_candidates(output_dir):
-        try:
-            check(path)
-        except CheckpointError as e:
-            bad.append((path, e.problem))
-            continue
-        return path, bad
-    if bad:
-        listed = "; ".join(f"{os.path.basename(p)}: {problem}" for p, problem in bad)
-        raise CheckpointError(
-            ckpt.checkpoint_dir(output_dir),
-            f"no readable sharded checkpoint to resume from ({listed}). Move them away to start over, "
-            "or set TRAIN.AUTO_RESUME False",
-        )
-    return None, []
+    return ckpt.first_readable(resume_candidates(output_dir), check, ckpt.checkpoint_dir(output_dir))
 
 
 def _load_tensors(path: str, state: dict[str, Any]) -> None:
