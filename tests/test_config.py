@@ -8,6 +8,7 @@ import pytest
 
 from stvideo.config import ConfigError, get_cfg, load_config, parse_args
 from stvideo.config.defaults import CHOICES
+from stvideo.models.stvit import stvit_split
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,20 +82,16 @@ def test_batch_must_divide_over_processes():
         load_config(None, ["NUM_GPUS", "4", "TRAIN.BATCH_SIZE", "6"])
 
 
-def test_act_checkpoint_is_swin_only():
-    for arch in ("swin", "stvit_swin"):
-        assert load_config(None, ["MODEL.ARCH", arch, "MODEL.ACT_CHECKPOINT", "True"]).MODEL.ACT_CHECKPOINT
-    for arch in ("vit", "stvit", "evovit", "random_drop"):
-        with pytest.raises(ConfigError, match=f"MODEL.ACT_CHECKPOINT .* MODEL.ARCH {arch} would ignore it"):
-            load_config(None, ["MODEL.ARCH", arch, "MODEL.ACT_CHECKPOINT", "True"])
-
-
 def test_removed_and_shipped_defaults():
     with pytest.raises(ConfigError, match="Unknown config key LOG_MODEL_INFO"):
         load_config(None, ["LOG_MODEL_INFO", "False"])
-    default, shipped = get_cfg().STVIT, load_config(str(REPO / "configs/k400/stvit_b.yaml")).STVIT
-    for key in ("START_LAYER", "NUM_SEMANTIC_LAYERS", "GRID", "GRID_MODE", "POOL", "NUM_UNITS"):
+    shipped_cfg = load_config(str(REPO / "configs/k400/stvit_b.yaml"))
+    default, shipped = get_cfg().STVIT, shipped_cfg.STVIT
+    for key in ("GRID", "GRID_MODE", "POOL", "NUM_UNITS"):
         assert default[key] == shipped[key], key  # the STVIT defaults are the stvit_b recipe
+    # The layer split defaults (-1) derive stvit_b's 4 / 6 at ViT-B's depth.
+    base = load_config(None, ["MODEL.SIZE", "base"])
+    assert stvit_split(base, restore=False) == (shipped.START_LAYER, shipped.NUM_SEMANTIC_LAYERS) == (4, 6)
 
 
 def test_parse_args_accepts_both_override_spellings():

@@ -50,6 +50,12 @@ needs_cluster = pytest.mark.skipif(_cluster_reason() is not None, reason=str(_cl
 
 
 def _weights(out_dir: Path, epoch: int | None = None) -> dict[str, torch.Tensor]:
+    if (out_dir / "checkpoints" / "last.dcp").exists():  # TRAIN.STRATEGY fsdp: convert to one file
+        out = out_dir / "converted.pyth"
+        cmd = [sys.executable, str(REPO / "tools/convert_checkpoint.py"), "--src"]
+        cmd += [str(out_dir / "checkpoints/last.dcp"), "--out", str(out)]
+        subprocess.run(cmd, check=True, capture_output=True, cwd=REPO)
+        return torch.load(out, map_location="cpu", weights_only=True)["model"]
     name = "last.pyth" if epoch is None else f"checkpoint_epoch_{epoch:05d}.pyth"
     return torch.load(out_dir / "checkpoints" / name, map_location="cpu", weights_only=True)["model"]
 
@@ -109,12 +115,13 @@ def _assert_same_training(out: Path, reference: Path) -> None:
 
 @needs_cluster
 @pytest.mark.slurm
-def test_two_nodes_ddp_equals_single_process(tmp_path, synth_dir, reference):
-    out = tmp_path / "ddp"
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_nodes_ddp_equals_single_process(tmp_path, synth_dir, reference, strategy):
+    out = tmp_path / strategy
     res = _submit(
         ["--nodes", "2", "--ngpus", "0", "--partition", "debug", "--timeout", "15", "--wait"]
         + TINY
-        + ["DATA.PATH_TO_DATA_DIR", str(synth_dir), "OUTPUT_DIR", str(out)],
+        + ["DATA.PATH_TO_DATA_DIR", str(synth_dir), "OUTPUT_DIR", str(out), "TRAIN.STRATEGY", strategy],
         timeout=600,
     )
     job_id = _job_id(res.stdout)
@@ -134,13 +141,15 @@ def test_two_nodes_ddp_equals_single_process(tmp_path, synth_dir, reference):
 
 @needs_cluster
 @pytest.mark.slurm
-def test_preempted_job_requeues_and_resumes(tmp_path, synth_dir, reference):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_preempted_job_requeues_and_resumes(tmp_path, synth_dir, reference, strategy):
     out = tmp_path / "requeue"
+    ext = "dcp" if strategy == "fsdp" else "pyth"  # fsdp: sharded checkpoint folders
     # timeout >= 11 min: submitit then treats the signal as a preemption, not as a time-out.
     res = _submit(
         ["--nodes", "2", "--ngpus", "0", "--partition", "debug", "--timeout", "15"]
         + TINY
-        + ["DATA.PATH_TO_DATA_DIR", str(synth_dir), "OUTPUT_DIR", str(out)],
+        + ["DATA.PATH_TO_DATA_DIR", str(synth_dir), "OUTPUT_DIR", str(out), "TRAIN.STRATEGY", strategy],
         timeout=300,
     )
     job_id = _job_id(res.stdout)
@@ -148,10 +157,12 @@ def test_preempted_job_requeues_and_resumes(tmp_path, synth_dir, reference):
     results = [logs / f"{job_id}_{t}_result.pkl" for t in (0, 1)]
     try:
         deadline = time.monotonic() + 300
-        while not (out / "checkpoints" / "checkpoint_epoch_00001.pyth").exists():
+        while not (out / "checkpoints" / f"checkpoint_epoch_00001.{ext}").exists():
             assert time.monotonic() < deadline, "no epoch-1 checkpoint in time\n" + _log_tail(logs)
             time.sleep(0.3)
-        assert not (out / "checkpoints" / f"checkpoint_epoch_{EPOCHS:05d}.pyth").exists(), "finished too fast"
+        assert not (out / "checkpoints" / f"checkpoint_epoch_{EPOCHS:05d}.{ext}").exists(), (
+            "finished too fast"
+        )
         # What SLURM sends on preemption (and before the time limit): USR2 to every task.
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
         deadline = time.monotonic() + 300
@@ -164,7 +175,7 @@ def test_preempted_job_requeues_and_resumes(tmp_path, synth_dir, reference):
         status, _ = pickle.loads(p.read_bytes())
         assert status == "success", _log_tail(logs)
     log = (out / "stdout.log").read_text()
-    resumed = re.findall(r"Resumed from .*last\.pyth \(completed epochs: (\d+)\)", log)
+    resumed = re.findall(r"Resumed from .*(?:last\.pyth|\.dcp) \(completed epochs: (\d+)\)", log)
     assert len(resumed) == 1 and 1 <= int(resumed[0]) < EPOCHS, log[-3000:]
     assert "Calling checkpoint method" in _log_tail(logs)
     stats = [json.loads(x) for x in (out / "json_stats.log").read_text().splitlines()]
@@ -174,12 +185,13 @@ def test_preempted_job_requeues_and_resumes(tmp_path, synth_dir, reference):
 
 
 @pytest.mark.slow
-def test_local_executor_two_cpu_tasks(tmp_path, synth_dir, reference):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_local_executor_two_cpu_tasks(tmp_path, synth_dir, reference, strategy):
     out = tmp_path / "local"
     res = _submit(
         ["--local", "--nodes", "1", "--ngpus", "0", "--ntasks-per-node", "2", "--timeout", "15"]
         + TINY
-        + ["DATA.PATH_TO_DATA_DIR", str(synth_dir), "OUTPUT_DIR", str(out)],
+        + ["DATA.PATH_TO_DATA_DIR", str(synth_dir), "OUTPUT_DIR", str(out), "TRAIN.STRATEGY", strategy],
         timeout=600,
     )
     assert "rank 0/2 finished" in res.stdout and "rank 1/2 finished" in res.stdout

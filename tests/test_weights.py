@@ -139,7 +139,7 @@ def test_shape_mismatch_names_the_key():
         load_state_into(model, ref.state_dict(), checkpoint_filter_fn)
 
 
-def _videomae_state(src: VideoViT) -> dict[str, torch.Tensor]:
+def videomae_state(src: VideoViT) -> dict[str, torch.Tensor]:
     """``src`` saved the way VideoMAE pretraining does: encoder prefix, q/v biases, no pos table, decoder."""
     sd = {}
     for k, v in src.state_dict().items():
@@ -151,8 +151,8 @@ def _videomae_state(src: VideoViT) -> dict[str, torch.Tensor]:
             sd["encoder." + k.replace("qkv.bias", "v_bias")] = vb
         else:
             sd["encoder." + k] = v
-    sd["decoder.blocks.0.mlp.fc1.weight"] = torch.zeros(4, 4)
-    sd["mask_token"] = torch.zeros(1, 1, 48)
+    sd["decoder.blocks.0.mlp.fc1.weight"] = torch.zeros(4, 4, device=v.device)
+    sd["mask_token"] = torch.zeros(1, 1, src.embed_dim, device=v.device)
     return sd
 
 
@@ -164,7 +164,7 @@ def test_videomae_checkpoint_round_trip():
             blk.attn.qkv.bias[48:96] = 0
         src.pos_embed.copy_(sinusoid_table(32, 48))
     model = VideoViT(num_classes=5, num_frames=4, img_size=32, cls_token=False, **TINY).eval()
-    report = load_state_into(model, _videomae_state(src), checkpoint_filter_fn)
+    report = load_state_into(model, videomae_state(src), checkpoint_filter_fn)
     assert report.format == "videomae" and report.missing == [] and report.unexpected == []
     assert set(report.dropped) == {"decoder.blocks.0.mlp.fc1.weight", "mask_token"}
     x = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(2))
@@ -176,7 +176,7 @@ def test_videomae_into_evovit_adds_a_cls_token():
     src = VideoViT(num_classes=5, num_frames=4, img_size=32, cls_token=False, **TINY)
     evo = EvoViT(num_classes=5, num_frames=4, img_size=32, start_layer=1, stage_layers=(1,), **TINY)
     cls_before = evo.cls_token.detach().clone()
-    report = load_state_into(evo, _videomae_state(src), checkpoint_filter_fn)
+    report = load_state_into(evo, videomae_state(src), checkpoint_filter_fn)
     assert sorted(report.missing) == [
         "aux_head.bias",
         "aux_head.weight",

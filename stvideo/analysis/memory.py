@@ -5,8 +5,10 @@ torch has no allocator statistics, and tracemalloc does not see torch's allocati
 measurement runs in a fresh spawned process: glibc's mmap threshold is pinned (freed tensors
 return to the OS), the kernel's RSS high-water mark is reset through /proc/self/clear_refs after a
 warm-up iteration, and the peak is VmHWM minus the RSS just before the measured iteration, i.e. the
-extra memory the forward (or training step) needs above the resident weights and input. The total
-reported adds the weight, buffer and input bytes (and the optimizer state for a training step).
+extra memory the forward (or training step) needs above the resident weights and input. A training
+step starts with its gradients freed, so its extra holds the gradients (``grads_mib``) and the
+activations saved for backward (what MODEL.ACT_CHECKPOINT reduces). The total reported adds the weight,
+buffer and input bytes (and the optimizer state for a training step).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class MemoryResult:
     train: bool
     weights_mib: float  # parameters + buffers
     peak_extra_mib: float  # peak above the state just before the measured iteration
+    grads_mib: float  # training: gradient bytes, allocated inside the measured step (part of peak_extra)
     peak_total_mib: float  # weights + input (+ optimizer state) + peak_extra; GPU: max_memory_allocated
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,8 +106,11 @@ def _memory_worker(
         _step(model, x, target, opt)  # warm-up: lazy init, optimizer state, kernel workspaces
         weights = _tensor_mib(model.parameters()) + _tensor_mib(model.buffers())
         resident = weights + _tensor_mib(iter([x]))
+        grads = 0.0
         if opt is not None:
             resident += _tensor_mib(v for s in opt.state.values() for v in s.values() if torch.is_tensor(v))
+            grads = _tensor_mib(p.grad for p in model.parameters() if p.grad is not None)
+            opt.zero_grad(set_to_none=True)  # the measured step allocates its gradients itself
         gc.collect()
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
@@ -129,6 +135,7 @@ def _memory_worker(
                 train=train,
                 weights_mib=weights,
                 peak_extra_mib=extra,
+                grads_mib=grads,
                 peak_total_mib=total,
             ).to_dict()
         )

@@ -9,9 +9,11 @@ ignored: weights change neither FLOPs nor speed). Ratios are against the first m
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from stvideo.config import ConfigError, load_config
 from stvideo.config.load import build_arg_parser, parse_with_overrides
 from stvideo.models import build_model
 from stvideo.utils.checkpoint_io import CheckpointError
+from stvideo.utils.compile import compile_model, dynamo_counts
 
 from .flops import CONVENTION, count_parameters, gflops_str, layer_table, model_flops
 from .memory import measure_memory
@@ -45,6 +48,10 @@ def parse_cli(argv: list[str] | None = None, description: str | None = None) -> 
     parser.add_argument("--no-speed", action="store_true", help="skip the throughput measurement")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--train-memory", action="store_true", help="also measure one AdamW training step")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time each model torch.compile'd, interleaved with eager"
+    )
+    parser.add_argument("--compile-mode", default="default", help="torch.compile mode for --compile")
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS", help="print top-ROWS profiler ops")
     parser.add_argument("--plot", help="PNG of accuracy vs GFLOPs (needs --results)")
     parser.add_argument("--results", nargs="+", default=[], help="NAME=test_metrics.json for --plot")
@@ -108,10 +115,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         )
         models[name] = model
     shapes = {e["name"]: (args.batch_size, *e["input_shape"]) for e in entries}
+    compiled_at = (
+        compile_side_by_side(models, shapes, entries, args.compile_mode, device) if args.compile else 0
+    )
+    compiles_while_timed = None
     if not args.no_speed:
         speed = benchmark_throughput(models, shapes, args.warmup, args.iters, str(device), dtype_name(dtype))
         for e in entries:
             e["throughput"] = speed[e["name"]].to_dict()
+            if args.compile:
+                e["throughput_compiled"] = t = speed[e["name"] + COMPILED].to_dict()
+                e["compile_speedup"] = t["clips_per_s"] / e["throughput"]["clips_per_s"]
+        if args.compile:  # frames dynamo compiled during warm-up + timed iterations: 0 = no recompiles
+            compiles_while_timed = dynamo_counts()["frames_compiled"] - compiled_at
+    for name in [n for n in models if n.endswith(COMPILED)]:
+        del models[name]
     for e, cfg in zip(entries, cfgs, strict=True):
         shape = shapes[e["name"]]
         if not args.no_memory:
@@ -132,7 +150,42 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "overrides": args.opts,
         "models": entries,
         "ratios": ratios(entries),
+        **({"compiles_while_timed": compiles_while_timed} if args.compile else {}),
     }
+
+
+COMPILED = "+compiled"
+
+
+def compile_side_by_side(
+    models: dict[str, Any],
+    shapes: dict[str, tuple[int, ...]],
+    entries: list[dict[str, Any]],
+    mode: str,
+    device,
+) -> None:
+    """Add a torch.compile'd copy of every model to ``models`` (timed interleaved with the eager one);
+    record each copy's compile time, frames compiled and graph breaks on its first calls (eval, batch
+    and batch + 1, so a second batch size shows whether shapes are treated as dynamic). Returns dynamo's
+    frame count after all first calls."""
+    for e in entries:
+        name = e["name"]
+        compiled = compile_model(copy.deepcopy(models[name]).eval(), mode).to(device)
+        before = dynamo_counts()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for b in (shapes[name][0], shapes[name][0] + 1):
+                compiled(torch.zeros((b, *shapes[name][1:]), device=device))
+        after = dynamo_counts()
+        e["compile"] = {
+            "mode": mode,
+            "first_calls_s": time.perf_counter() - t0,
+            "frames_compiled": after["frames_compiled"] - before["frames_compiled"],
+            "graph_breaks": after["graph_breaks"] - before["graph_breaks"],
+        }
+        models[name + COMPILED] = compiled
+        shapes[name + COMPILED] = shapes[name]
+    return dynamo_counts()["frames_compiled"]
 
 
 def cpu_name() -> str:
@@ -185,6 +238,10 @@ def render(report: dict[str, Any]) -> str:
             t = e["throughput"]
             lo, hi = t["clips_per_s_iqr"]
             row.append(f"{t['clips_per_s']:.3f} [{lo:.3f}, {hi:.3f}]")
+        if "throughput_compiled" in e:
+            t, c = e["throughput_compiled"], e["compile"]
+            row.append(f"{t['clips_per_s']:.3f} ({e['compile_speedup']:.2f}x)")
+            row.append(f"{c['frames_compiled']} / {c['graph_breaks']}")
         if "memory_inference" in e:
             row.append(f"{e['memory_inference']['peak_total_mib']:.0f}")
         if "memory_train_step" in e:
@@ -194,6 +251,8 @@ def render(report: dict[str, Any]) -> str:
     first = report["models"][0]
     if "throughput" in first:
         headers.append("clips/s median [IQR]")
+    if "throughput_compiled" in first:
+        headers += ["compiled clips/s (speed-up)", "compiles / graph breaks"]
     if "memory_inference" in first:
         headers.append("infer peak MiB")
     if "memory_train_step" in first:
@@ -205,6 +264,12 @@ def render(report: dict[str, Any]) -> str:
             f"Throughput protocol: batch {t['batch_size']}, {t['warmup']} warm-up + {t['iters']} timed "
             f"iterations per model (interleaved), {t['dtype']} on {t['device']}, {t['threads']} threads, "
             "inference_mode; median clips/s and interquartile range."
+        )
+    if "compiles_while_timed" in report:
+        lines.append(
+            f"torch.compile ({first['compile']['mode']}): compiles and graph breaks over the first calls "
+            "at batch B and B+1; frames compiled during warm-up and timed iterations: "
+            f"{report['compiles_while_timed']}."
         )
     if "memory_inference" in first:
         m = first["memory_inference"]

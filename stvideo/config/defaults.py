@@ -107,7 +107,7 @@ _C.SLOWFAST.ALPHA = 4  # fast/slow frame-rate ratio: the slow pathway is every A
 # ---------------------------------------------------------------------------- #
 _C.MODEL = CfgNode()
 _C.MODEL.ARCH = "vit"  # registry name (stvideo.models.MODEL_REGISTRY): vit, stvit, evovit, swin, x3d, ...
-_C.MODEL.SIZE = "tiny"  # width/depth preset: tiny, small, base (overridden by VIT.* when set > 0)
+_C.MODEL.SIZE = "tiny"  # width/depth preset: tiny, small, base, large, huge (ViT; VIT.* > 0 overrides)
 _C.MODEL.NUM_CLASSES = 400  # number of output classes
 _C.MODEL.DROPOUT_RATE = 0.0  # dropout before the classifier
 _C.MODEL.DROP_PATH_RATE = 0.1  # stochastic depth, linearly increasing over layers
@@ -115,7 +115,10 @@ _C.MODEL.LABEL_SMOOTHING = 0.1  # cross-entropy label smoothing (with mixup: MIX
 _C.MODEL.PRETRAINED = ""  # path to a timm (image) or VideoMAE (video) checkpoint to initialise from
 _C.MODEL.PRETRAINED_INFLATE = "center"  # 2D->3D patch-embedding inflation: center or average
 _C.MODEL.PRETRAINED_FORMAT = "auto"  # auto, timm or videomae
-_C.MODEL.ACT_CHECKPOINT = False  # activation checkpointing per block; Video Swin only (swin, stvit_swin)
+_C.MODEL.ACT_CHECKPOINT = False  # activation checkpointing per block (ViT archs, Swin); an error elsewhere
+_C.MODEL.COMPILE = False  # torch.compile the model (train and eval; nn.Module.compile, names unchanged)
+_C.MODEL.COMPILE_MODE = "default"  # inductor mode: default, reduce-overhead, max-autotune(-no-cudagraphs)
+_C.MODEL.COMPILE_BACKEND = "inductor"  # torch.compile backend: inductor, or aot_eager / eager (debugging)
 _C.MODEL.PATCH_EMBED = "linear"  # tube embedding: linear (one Conv3d; loads timm) or conv (conv stem)
 _C.MODEL.STEM_WIDTH = 16  # conv stem: channels of its first conv, doubled by each further conv
 
@@ -137,8 +140,9 @@ _C.VIT.ATTN_DROP = 0.0  # attention dropout
 
 # STViT semantic tokens (stvideo.models.stvit)
 _C.STVIT = CfgNode()
-_C.STVIT.START_LAYER = 4  # index of the first generation layer (layers before run on all tokens)
-_C.STVIT.NUM_SEMANTIC_LAYERS = 6  # semantic-only layers after the two generation layers (per unit)
+_C.STVIT.START_LAYER = -1  # first generation layer (layers before run on all tokens); -1 = depth // 3
+_C.STVIT.NUM_SEMANTIC_LAYERS = -1  # semantic-only layers after the 2 generation layers (per unit); -1 = fill
+# the depth (STViT: depth - START_LAYER - 2; STViT-R: what NUM_UNITS dumbbells leave)
 _C.STVIT.GRID = [4, 4, 4]  # semantic-token grid (T', H', W') the centers are pooled to (stvit_b: 64 tokens)
 _C.STVIT.GRID_MODE = "joint"  # joint: one 3D grid (stvit_b); slice: per-temporal-slice 2D grids (stvit_r_b)
 _C.STVIT.POOL = "max"  # center pooling: max or avg
@@ -150,12 +154,12 @@ _C.STVIT.RETURN_DENSE = False  # STViT-R: return (B, C, T, H, W) features instea
 
 # Evo-ViT slow-fast token evolution (stvideo.models.evo)
 _C.EVO = CfgNode()
-_C.EVO.START_LAYER = 4  # first layer with token selection
+_C.EVO.START_LAYER = -1  # first layer with token selection; -1 = depth // 3
 _C.EVO.KEEP_RATIO = 0.5  # fraction of patch tokens on the slow path
 _C.EVO.EMA_WEIGHT = 0.5  # weight of the new layer's class attention in the moving average
 _C.EVO.LEARNABLE_EMA = False  # learn the moving-average weight (sigmoid of a scalar per layer)
 _C.EVO.FAST_UPDATE = "representative"  # representative (official LeViT code) or identity (official DeiT code)
-_C.EVO.STAGE_LAYERS = [4, 8]  # stage-wise selection happens at these layers
+_C.EVO.STAGE_LAYERS = []  # stage-wise selection happens at these layers; [] = depth // 3 and 2 * depth // 3
 _C.EVO.STAGEWISE_FRACTION = 0.667  # share of MAX_EPOCH selecting layer-wise (paper 2/3); 1 = never stage-wise
 _C.EVO.STAGEWISE_EPOCH = -1  # 0-based epoch training turns stage-wise; -1 = from STAGEWISE_FRACTION
 _C.EVO.EVAL_SELECTION = "stagewise"  # val/test: stagewise, or training (mode training is in; official DeiT)
@@ -163,7 +167,7 @@ _C.EVO.AUX_CLS_WEIGHT = 0.5  # weight of the auxiliary cls-token head loss (mean
 
 # Controls at matched FLOPs (stvideo.models.controls)
 _C.CONTROL = CfgNode()
-_C.CONTROL.START_LAYER = 4  # layer from which tokens are reduced
+_C.CONTROL.START_LAYER = -1  # layer from which tokens are reduced; -1 = depth // 3
 _C.CONTROL.KEEP_TOKENS = 0  # random_drop: patch tokens kept; 0 = prod(STVIT.GRID) (uniform_pool: STVIT.GRID)
 
 # Video Swin (stvideo.models.swin)
@@ -198,6 +202,7 @@ _C.TRAIN.AUTO_RESUME = True  # resume from OUTPUT_DIR/checkpoints/last.pyth if i
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""  # initialise weights from this stvideo checkpoint (no resume of state)
 _C.TRAIN.MIXED_PRECISION = True  # autocast on GPU (bf16 if supported, else fp16 with a GradScaler)
 _C.TRAIN.ITERS_PER_EPOCH = 0  # debug: cap iterations per epoch (0 = full epoch)
+_C.TRAIN.STRATEGY = "ddp"  # ddp (replicas) or fsdp (FSDP2 shards + sharded DCP checkpoints; docs/launch.md)
 
 # ---------------------------------------------------------------------------- #
 # Testing
@@ -262,10 +267,12 @@ CHOICES = {
     "DATA.DECODE_DEVICE": ("cpu", "cuda"),
     "DATA.ON_DAMAGED": ("warn", "skip"),
     "SYNTH.CODEC": ("h264", "vp9"),
-    "MODEL.SIZE": ("tiny", "small", "base"),
+    "MODEL.SIZE": ("tiny", "small", "base", "large", "huge"),
     "MODEL.PRETRAINED_INFLATE": ("center", "average"),
     "MODEL.PRETRAINED_FORMAT": ("auto", "timm", "videomae"),
     "MODEL.PATCH_EMBED": ("linear", "conv"),
+    "MODEL.COMPILE_MODE": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    "MODEL.COMPILE_BACKEND": ("inductor", "aot_eager", "eager"),
     "VIT.POS_EMBED": ("joint", "separable"),
     "VIT.POS_EMBED_INIT": ("sincos", "trunc_normal"),
     "VIT.HEAD_POOL": ("mean", "cls"),
@@ -278,10 +285,8 @@ CHOICES = {
     "EVO.EVAL_SELECTION": ("stagewise", "training"),
     "TEST.ENSEMBLE_METHOD": ("prob_mean", "logit_mean", "max"),
     "SOLVER.BASE_LR_SCALE": ("linear", "none"),
+    "TRAIN.STRATEGY": ("ddp", "fsdp"),
 }
-
-# MODEL.ARCH values whose builders honour MODEL.ACT_CHECKPOINT; any other arch with it set is a config error.
-ACT_CHECKPOINT_ARCHS = ("swin", "stvit_swin")
 
 
 def get_cfg() -> CfgNode:

@@ -14,7 +14,7 @@ from typing import Any
 
 from fvcore.common.config import CfgNode
 
-from .defaults import ACT_CHECKPOINT_ARCHS, CHOICES, get_cfg
+from .defaults import CHOICES, get_cfg
 
 
 class ConfigError(ValueError):
@@ -138,13 +138,10 @@ def check_config(cfg: CfgNode) -> None:
             f"TRAIN.BATCH_SIZE ({cfg.TRAIN.BATCH_SIZE}) must be divisible by the number of processes "
             f"(max(NUM_GPUS, 1) * NUM_SHARDS = {world})"
         )
+    if cfg.MODEL.COMPILE and cfg.TRAIN.STRATEGY == "fsdp":
+        raise ConfigError("MODEL.COMPILE with TRAIN.STRATEGY fsdp is not supported; use one of them")
     if cfg.DATA.NUM_FRAMES < 1 or cfg.DATA.SAMPLING_RATE < 1:
         raise ConfigError("DATA.NUM_FRAMES and DATA.SAMPLING_RATE must be >= 1")
-    if cfg.MODEL.ACT_CHECKPOINT and cfg.MODEL.ARCH not in ACT_CHECKPOINT_ARCHS:
-        raise ConfigError(
-            f"MODEL.ACT_CHECKPOINT is implemented for {', '.join(ACT_CHECKPOINT_ARCHS)} only; "
-            f"MODEL.ARCH {cfg.MODEL.ARCH} would ignore it (set MODEL.ACT_CHECKPOINT False)"
-        )
 
 
 def build_arg_parser(description: str = "stvideo") -> argparse.ArgumentParser:

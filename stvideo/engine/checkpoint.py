@@ -17,6 +17,7 @@ import os
 import random
 import re
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -113,10 +114,20 @@ def find_resume(output_dir: str) -> tuple[str | None, list[tuple[str, str]]]:
     (None, []) when the run has no checkpoint. ``CheckpointError`` naming every file when there are
     checkpoints but none can be read (the run must stop rather than start over and overwrite them).
     """
+    return first_readable(
+        resume_candidates(output_dir), lambda p: check_checkpoint(p, RESUME_KEYS), checkpoint_dir(output_dir)
+    )
+
+
+def first_readable(
+    paths: list[str], check: Callable[[str], Any], folder: str
+) -> tuple[str | None, list[tuple[str, str]]]:
+    """The first of ``paths`` that ``check`` accepts, and the (path, problem) of those it refused before;
+    ``CheckpointError`` on ``folder`` listing every problem when it accepts none (and there were some)."""
     bad: list[tuple[str, str]] = []
-    for path in resume_candidates(output_dir):
+    for path in paths:
         try:
-            check_checkpoint(path, RESUME_KEYS)
+            check(path)
         except CheckpointError as e:
             bad.append((path, e.problem))
             continue
@@ -124,7 +135,7 @@ def find_resume(output_dir: str) -> tuple[str | None, list[tuple[str, str]]]:
     if bad:
         listed = "; ".join(f"{os.path.basename(p)}: {problem}" for p, problem in bad)
         raise CheckpointError(
-            checkpoint_dir(output_dir),
+            folder,
             f"no readable checkpoint to resume from ({listed}). Move them away to start over, "
             "or set TRAIN.AUTO_RESUME False",
         )

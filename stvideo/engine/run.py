@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 from fvcore.common.config import CfgNode
-from torch.nn.parallel import DistributedDataParallel
 
 from stvideo.models import build_model
 from stvideo.utils.checkpoint_io import check_checkpoint
@@ -23,12 +22,13 @@ from stvideo.utils.distributed import (
     get_rank,
     get_world_size,
     init_distributed,
-    is_dist,
     is_main_process,
 )
 from stvideo.utils.logging import JsonStats, setup_logging
 
 from . import checkpoint as ckpt
+from . import sharded_checkpoint as sharded
+from . import strategy
 from .evaluator import test_views
 from .trainer import Trainer, autocast_dtype
 
@@ -63,7 +63,8 @@ def check_checkpoints(cfg: CfgNode) -> None:
     naming it) with the output folder as it was."""
     paths = [(cfg.MODEL.PRETRAINED, ())] if cfg.MODEL.PRETRAINED else []
     if cfg.TRAIN.ENABLE:
-        resume = ckpt.find_resume(cfg.OUTPUT_DIR)[0] if cfg.TRAIN.AUTO_RESUME else None
+        store = sharded if strategy.uses_sharded_checkpoints(cfg) else ckpt
+        resume = store.find_resume(cfg.OUTPUT_DIR)[0] if cfg.TRAIN.AUTO_RESUME else None
         if not resume and cfg.TRAIN.CHECKPOINT_FILE_PATH:
             paths.append((cfg.TRAIN.CHECKPOINT_FILE_PATH, ("model",)))
     if cfg.TEST.ENABLE:
@@ -92,8 +93,7 @@ def run(cfg: CfgNode) -> dict[str, Any]:
     logger.info("Model %s: %.2fM parameters", cfg.MODEL.ARCH, n_params / 1e6)
     # Model-side randomness (drop path, dropout) differs per rank, as in any DDP run.
     seed_everything(cfg.RNG_SEED + get_rank())
-    if is_dist():
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    model = strategy.wrap_model(cfg, model, device)  # TRAIN.STRATEGY: DDP or FSDP2 under a process group
     stats = JsonStats(cfg.OUTPUT_DIR)
     stats.write(
         {"_type": "run_info", "arch": cfg.MODEL.ARCH, "params": n_params, "world_size": get_world_size()}
@@ -104,11 +104,17 @@ def run(cfg: CfgNode) -> dict[str, Any]:
         if cfg.TRAIN.ENABLE:
             result["train"] = Trainer(cfg, model, device, stats, tb).train()
         if cfg.TEST.ENABLE:
+            test_model = strategy.eval_model(cfg, model)  # FSDP: an unsharded copy
+            last_sharded = None
+            if strategy.uses_sharded_checkpoints(cfg) and not cfg.TRAIN.ENABLE:
+                last_sharded = sharded.find_resume(cfg.OUTPUT_DIR)[0]
             if cfg.TEST.CHECKPOINT_FILE_PATH:
-                ckpt.load_model_weights(model, cfg.TEST.CHECKPOINT_FILE_PATH)
+                ckpt.load_model_weights(test_model, cfg.TEST.CHECKPOINT_FILE_PATH)
+            elif not cfg.TRAIN.ENABLE and last_sharded:
+                sharded.load_model_weights(last_sharded, test_model)
             elif not cfg.TRAIN.ENABLE and ckpt.find_last(cfg.OUTPUT_DIR):
-                ckpt.load_model_weights(model, ckpt.find_last(cfg.OUTPUT_DIR))
-            test = test_views(cfg, ckpt.unwrap(model), device, autocast_dtype(cfg, device))
+                ckpt.load_model_weights(test_model, ckpt.find_last(cfg.OUTPUT_DIR))
+            test = test_views(cfg, test_model, device, autocast_dtype(cfg, device))
             stats.write(
                 {
                     "_type": "test_final",

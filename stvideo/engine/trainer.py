@@ -23,10 +23,18 @@ from stvideo.data import build_loader
 from stvideo.data.mixup import build_mixup
 from stvideo.data.preprocessor import ClipPreprocessor
 from stvideo.models import protocol
-from stvideo.utils.distributed import all_reduce_mean, all_reduce_sum, broadcast_buffers, is_main_process
+from stvideo.utils.distributed import (
+    all_reduce_mean,
+    all_reduce_sum,
+    broadcast_buffers,
+    get_rank,
+    is_main_process,
+)
 from stvideo.utils.logging import memory_mb
 
 from . import checkpoint as ckpt
+from . import sharded_checkpoint as sharded
+from . import strategy
 from .evaluator import topk_correct
 from .optim import build_optimizer, build_scheduler
 
@@ -62,6 +70,7 @@ class Trainer:
         self.preprocess = ClipPreprocessor(cfg, device)
         self.start_epoch = 0
         self.ckpt_dir = ckpt.checkpoint_dir(cfg.OUTPUT_DIR)
+        self.sharded = strategy.uses_sharded_checkpoints(cfg)  # TRAIN.STRATEGY fsdp: DCP folders
 
     # ------------------------------------------------------------------ state
     def state_dict(self, epoch: int) -> dict[str, Any]:
@@ -82,19 +91,27 @@ class Trainer:
         Each unreadable checkpoint skipped is renamed to ``<name>.corrupt`` (rank 0) before training goes
         on, so no later save overwrites it; none readable at all stops the run (``CheckpointError``).
         """
-        last, bad = ckpt.find_resume(self.cfg.OUTPUT_DIR) if self.cfg.TRAIN.AUTO_RESUME else (None, [])
+        store = sharded if self.sharded else ckpt
+        last, bad = store.find_resume(self.cfg.OUTPUT_DIR) if self.cfg.TRAIN.AUTO_RESUME else (None, [])
         for path, problem in bad:
-            aside = ckpt.set_aside(path) if is_main_process() else f"{path}.corrupt"
+            aside = store.set_aside(path) if is_main_process() else f"{path}.corrupt"
             logger.warning("Cannot resume from %s: %s. Moved it to %s", path, problem, aside)
         if bad and last:
             logger.warning("Resuming from %s, the newest readable checkpoint", last)
         if last:
-            state = ckpt.load(last)
-            ckpt.unwrap(self.model).load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self.sharded:  # collective; resharded to this world size
+                state = sharded.load(last, self.model, self.optimizer)
+            else:
+                state = ckpt.load(last)
+                ckpt.unwrap(self.model).load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
-            ckpt.set_rng_state(state["rng"])
+            if state["rng"] is not None:
+                ckpt.set_rng_state(state["rng"])
+            else:  # a rank the checkpoint's run did not have (resumed on more ranks)
+                logger.warning("No RNG state for rank %d in %s; seeding from RNG_SEED", get_rank(), last)
+                torch.manual_seed(self.cfg.RNG_SEED + get_rank() + 1000 * state["epoch"])
             self.start_epoch = state["epoch"]
             logger.info("Resumed from %s (completed epochs: %d)", last, self.start_epoch)
         elif self.cfg.TRAIN.CHECKPOINT_FILE_PATH:
@@ -102,13 +119,21 @@ class Trainer:
             logger.info("Initialised weights from %s", self.cfg.TRAIN.CHECKPOINT_FILE_PATH)
 
     def save(self, epoch: int) -> None:
-        """Write ``last.pyth`` and, every CHECKPOINT_PERIOD epochs, a kept periodic copy (rank 0)."""
+        """Write ``last.pyth`` and, every CHECKPOINT_PERIOD epochs, a kept periodic copy (rank 0); with
+        sharded checkpoints every rank writes its shards (:mod:`.sharded_checkpoint`)."""
+        period = self.cfg.TRAIN.CHECKPOINT_PERIOD
+        keep = period > 0 and (epoch % period == 0 or epoch == self.cfg.SOLVER.MAX_EPOCH)
+        if self.sharded:
+            extra = {"scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
+            sharded.save(
+                self.ckpt_dir, epoch, self.model, self.optimizer, {**extra, "cfg": self.cfg.dump()}, keep
+            )
+            return
         if not is_main_process():
             return
         state = self.state_dict(epoch)
         ckpt.save_atomic(state, f"{self.ckpt_dir}/{ckpt.LAST}")
-        period = self.cfg.TRAIN.CHECKPOINT_PERIOD
-        if period > 0 and (epoch % period == 0 or epoch == self.cfg.SOLVER.MAX_EPOCH):
+        if keep:
             ckpt.save_atomic(state, f"{self.ckpt_dir}/{ckpt.periodic_name(epoch)}")
 
     # ------------------------------------------------------------------ loop
@@ -233,7 +258,7 @@ class Trainer:
         broadcasts the buffers (BatchNorm statistics), a collective that a rank without val batches
         (fewer videos than ranks, or a batch of undecodable videos) would never join.
         """
-        model = ckpt.unwrap(self.model)
+        model = strategy.eval_model(self.cfg, self.model, epoch)  # FSDP: an unsharded copy
         broadcast_buffers(model)  # evaluate rank 0's BatchNorm statistics, the ones checkpoints save
         model.eval()
         sums = torch.zeros(6, device=self.device)  # loss*n, top1, top5, n, skipped, damaged (used or skipped)

@@ -17,6 +17,8 @@ SIZES = {  # (embed_dim, depth, num_heads), as in DeiT / ViT; MODEL.SIZE names o
     "tiny": (192, 12, 3),
     "small": (384, 12, 6),
     "base": (768, 12, 12),
+    "large": (1024, 24, 16),
+    "huge": (1280, 32, 16),
 }
 
 
@@ -42,13 +44,26 @@ def checkpoint_filter(arch: str) -> Callable[..., Any]:
     return _CHECKPOINT_FILTERS[arch]
 
 
+def vit_depth(cfg: CfgNode) -> int:
+    """Number of transformer layers of a ViT-based arch: VIT.DEPTH, else MODEL.SIZE's."""
+    return cfg.VIT.DEPTH or SIZES[cfg.MODEL.SIZE][1]
+
+
+def depth_split(value: int, depth: int, fraction: float) -> int:
+    """A layer index from the config: ``value`` when >= 0, else ``int(fraction * depth)`` (-1 = scale
+    with depth). Token methods place their reduction layers at a fixed share of the depth: the
+    12-layer values (start 4, Evo-ViT stages 4 and 8) are thirds, giving 8 / 16 at ViT-L's 24 layers
+    and 10 / 21 at ViT-H's 32."""
+    return value if value >= 0 else int(fraction * depth)
+
+
 def vit_kwargs(cfg: CfgNode) -> dict[str, Any]:
     """Constructor arguments of :class:`~stvideo.models.vit.VideoViT` from the config.
 
     Every ViT-based arch (plain, STViT, Evo-ViT, controls) builds from these, so MODEL.SIZE,
     VIT.* and the input size mean the same thing for all of them.
     """
-    dim, depth, heads = SIZES[cfg.MODEL.SIZE]
+    dim, _, heads = SIZES[cfg.MODEL.SIZE]
     return dict(
         num_classes=cfg.MODEL.NUM_CLASSES,
         num_frames=cfg.DATA.NUM_FRAMES,
@@ -57,7 +72,7 @@ def vit_kwargs(cfg: CfgNode) -> dict[str, Any]:
         patch_size=cfg.VIT.PATCH_SIZE,
         tubelet_size=min(cfg.VIT.TUBELET_SIZE, cfg.DATA.NUM_FRAMES),
         embed_dim=cfg.VIT.EMBED_DIM or dim,
-        depth=cfg.VIT.DEPTH or depth,
+        depth=vit_depth(cfg),
         num_heads=cfg.VIT.NUM_HEADS or heads,
         mlp_ratio=cfg.VIT.MLP_RATIO,
         qkv_bias=cfg.VIT.QKV_BIAS,
@@ -71,6 +86,7 @@ def vit_kwargs(cfg: CfgNode) -> dict[str, Any]:
         head_pool=cfg.VIT.HEAD_POOL,
         patch_embed=cfg.MODEL.PATCH_EMBED,
         stem_width=cfg.MODEL.STEM_WIDTH,
+        act_checkpoint=cfg.MODEL.ACT_CHECKPOINT,
     )
 
 
@@ -81,6 +97,13 @@ def build_model(cfg: CfgNode) -> nn.Module:
         known = ", ".join(sorted(k for k, _ in MODEL_REGISTRY))
         raise KeyError(f"Unknown MODEL.ARCH {name!r}; registered: {known}")
     model = MODEL_REGISTRY.get(name)(cfg)
+    if cfg.MODEL.ACT_CHECKPOINT and not getattr(model, "act_checkpoint", False):
+        from stvideo.config import ConfigError
+
+        raise ConfigError(
+            f"MODEL.ACT_CHECKPOINT: MODEL.ARCH {name} would ignore it (ViT-based archs and Video Swin "
+            "support it); set MODEL.ACT_CHECKPOINT False"
+        )
     if cfg.MODEL.PRETRAINED:
         from .weights import load_pretrained
 

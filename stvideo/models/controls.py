@@ -15,7 +15,7 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import Tensor
 
-from .build import register_model, vit_kwargs
+from .build import depth_split, register_model, vit_depth, vit_kwargs
 from .stvit import check_pool_grid, pool_centers
 from .vit import Grid, VideoViT, checkpoint_filter_fn
 
@@ -61,7 +61,7 @@ class RandomDropViT(VideoViT):
                 idx = self.keep_indices(x.shape[0], x.shape[1] - p, x.device)
                 kept = torch.gather(x[:, p:], 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
                 x = torch.cat([x[:, :p], kept], dim=1)
-            x = blk(x)
+            x = self.run_block(blk, x)
         return x
 
 
@@ -85,8 +85,13 @@ class UniformPoolViT(VideoViT):
             if i == self.start_layer:
                 pooled = pool_centers(x[:, p:], grid, self.pool_grid, self.grid_mode, "avg")
                 x = torch.cat([x[:, :p], pooled], dim=1)
-            x = blk(x)
+            x = self.run_block(blk, x)
         return x
+
+
+def control_start(cfg: CfgNode) -> int:
+    """CONTROL.START_LAYER, or ``depth // 3`` for -1 (as STViT's default start layer)."""
+    return depth_split(cfg.CONTROL.START_LAYER, vit_depth(cfg), 1 / 3)
 
 
 @register_model(checkpoint_filter=checkpoint_filter_fn)
@@ -94,7 +99,7 @@ def random_drop(cfg: CfgNode) -> RandomDropViT:
     """Control: random keep-k tokens (k = CONTROL.KEEP_TOKENS or the STViT semantic token count)."""
     keep = cfg.CONTROL.KEEP_TOKENS or math.prod(cfg.STVIT.GRID)
     return RandomDropViT(
-        start_layer=cfg.CONTROL.START_LAYER, keep_tokens=keep, seed=cfg.RNG_SEED, **vit_kwargs(cfg)
+        start_layer=control_start(cfg), keep_tokens=keep, seed=cfg.RNG_SEED, **vit_kwargs(cfg)
     )
 
 
@@ -102,7 +107,7 @@ def random_drop(cfg: CfgNode) -> RandomDropViT:
 def uniform_pool(cfg: CfgNode) -> UniformPoolViT:
     """Control: fixed-grid average pooling to STVIT.GRID (STVIT.GRID_MODE), no generation layers."""
     return UniformPoolViT(
-        start_layer=cfg.CONTROL.START_LAYER,
+        start_layer=control_start(cfg),
         pool_grid=tuple(cfg.STVIT.GRID),
         grid_mode=cfg.STVIT.GRID_MODE,
         **vit_kwargs(cfg),

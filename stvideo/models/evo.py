@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from fvcore.common.config import CfgNode
 from torch import Tensor, nn
 
-from .build import register_model, vit_kwargs
+from .build import depth_split, register_model, vit_depth, vit_kwargs
 from .vit import Attention, Grid, VideoViT, checkpoint_filter_fn
 
 
@@ -149,7 +149,7 @@ class EvoViT(VideoViT):
         i = 0
         while i < self.depth:
             if i not in segs:
-                x = self.blocks[i](x)
+                x = self.run_block(self.blocks[i], x)
                 score = self._update_score(score, i, self.blocks[i].attn.cls_row[:, 1:])
                 i += 1
                 continue
@@ -167,7 +167,7 @@ class EvoViT(VideoViT):
                 slow = torch.cat([slow, rep], dim=1)
             kept_score = score.gather(1, keep)
             for j in range(i, end):
-                slow = self.blocks[j](slow)
+                slow = self.run_block(self.blocks[j], slow)
                 kept_score = self._update_score(kept_score, j, self.blocks[j].attn.cls_row[:, 1 : 1 + k])
             if rep is not None:
                 placeholders = placeholders + (slow[:, -1:] - rep)  # the summary's attn + MLP residuals
@@ -212,14 +212,15 @@ def stagewise_epoch(cfg: CfgNode) -> int | None:
 @register_model(checkpoint_filter=checkpoint_filter_fn)
 def evovit(cfg: CfgNode) -> EvoViT:
     """Evo-ViT: slow-fast token evolution selected by global class attention."""
-    e = cfg.EVO
+    e, depth = cfg.EVO, vit_depth(cfg)
+    stages = tuple(e.STAGE_LAYERS) or (depth // 3, 2 * depth // 3)
     return EvoViT(
-        start_layer=e.START_LAYER,
+        start_layer=depth_split(e.START_LAYER, depth, 1 / 3),
         keep_ratio=e.KEEP_RATIO,
         ema_weight=e.EMA_WEIGHT,
         learnable_ema=e.LEARNABLE_EMA,
         fast_update=e.FAST_UPDATE,
-        stage_layers=tuple(e.STAGE_LAYERS),
+        stage_layers=stages,
         stagewise_epoch=stagewise_epoch(cfg),
         eval_selection=e.EVAL_SELECTION,
         aux_cls_weight=e.AUX_CLS_WEIGHT,

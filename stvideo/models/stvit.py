@@ -23,6 +23,7 @@ mean-pools the semantic tokens (or takes cls when ``VIT.HEAD_POOL=cls``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ from fvcore.common.config import CfgNode
 from timm.layers import LayerScale, trunc_normal_
 from torch import Tensor, nn
 
-from .build import register_model, vit_kwargs
+from .build import depth_split, register_model, vit_depth, vit_kwargs
 from .vit import Grid, VideoViT, checkpoint_filter_fn
 
 
@@ -190,18 +191,34 @@ class STViT(VideoViT):
         unit = 0
         for i, (blk, role) in enumerate(zip(self.blocks, self.layer_roles, strict=True)):
             if role in ("full", "semantic"):
-                x = blk(x)
+                x = self.run_block(blk, x)
             elif role == "gen1":
                 saved = x
                 centers = pool_centers(x[:, p:], grid, self.semantic_grid, self.grid_mode, self.pool)
                 g = None if self.global_centers is None else self.global_centers[unit]
                 x = generate_semantic_tokens(
-                    blk, self.blocks[i + 1], centers, x[:, p:], g, prefix=x[:, :p] if p else None
+                    self._blk(blk),
+                    self._blk(self.blocks[i + 1]),
+                    centers,
+                    x[:, p:],
+                    g,
+                    prefix=x[:, :p] if p else None,
                 )
             elif role == "restore":
-                x = restore_tokens(blk, saved, x)
+                x = restore_tokens(self._blk(blk), saved, x)
                 unit += 1
         return x
+
+    def _blk(self, blk: nn.Module) -> Callable[..., Tensor]:
+        """``blk`` called with a context, through :meth:`VideoViT.run_block` (activation checkpointing)."""
+
+        def body(x: Tensor, context: Tensor) -> Tensor:
+            return blk(x, context=context)  # by keyword, as hooks and the docstring above expect
+
+        def call(x: Tensor, context: Tensor) -> Tensor:
+            return self.run_block(body, x, context)
+
+        return call
 
     def dense_features(self, video: Tensor) -> Tensor:
         """Full-resolution spatiotemporal features (B, C, T', H', W') for dense heads (STViT-R only)."""
@@ -218,12 +235,27 @@ class STViT(VideoViT):
         return super().forward(video)
 
 
+def stvit_split(cfg: CfgNode, restore: bool) -> tuple[int, int]:
+    """(start layer, semantic layers per unit) from STVIT.START_LAYER / NUM_SEMANTIC_LAYERS; -1 scales
+    with the depth: start ``depth // 3`` (4 of 12, 8 of 24, 10 of 32), semantic layers filling the rest
+    (STViT: ``depth - start - 2``; STViT-R: the most that NUM_UNITS dumbbells fit)."""
+    s, depth = cfg.STVIT, vit_depth(cfg)
+    start = depth_split(s.START_LAYER, depth, 1 / 3)
+    if s.NUM_SEMANTIC_LAYERS >= 0:
+        return start, s.NUM_SEMANTIC_LAYERS
+    if not restore:
+        return start, depth - start - 2
+    units = max(s.NUM_UNITS, 1)  # each unit: gen1, gen2, semantic..., restore; one full layer between units
+    return start, (depth - start - (units - 1)) // units - 3
+
+
 def stvit_kwargs(cfg: CfgNode, restore: bool) -> dict:
     """STViT constructor arguments from the STVIT section."""
     s = cfg.STVIT
+    start, semantic = stvit_split(cfg, restore)
     return dict(
-        start_layer=s.START_LAYER,
-        num_semantic_layers=s.NUM_SEMANTIC_LAYERS,
+        start_layer=start,
+        num_semantic_layers=semantic,
         semantic_grid=tuple(s.GRID),
         grid_mode=s.GRID_MODE,
         pool=s.POOL,

@@ -82,8 +82,7 @@ def cross_block(blk: Block, queries: Tensor, keys: Tensor, shortcut: bool = True
     attention branch replaces the queries instead of adding to them (the MLP keeps its residual)."""
     if shortcut:
         return blk(queries, context=keys)
-    x = blk.ls1(blk.attn(blk.norm1(queries), blk.norm1(keys)))
-    return x + blk.mlp_residual(x)
+    return blk.forward_replace(queries, keys)
 
 
 class SemanticSwinStage(nn.Module):

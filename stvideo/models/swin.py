@@ -338,6 +338,7 @@ class VideoSwin(nn.Module):
             )
             stage.grad_checkpointing = act_checkpoint
             self.layers.append(stage)
+        self.act_checkpoint = act_checkpoint
         self.num_features = dims[-1]
         self.norm = nn.LayerNorm(self.num_features)
         self.head_drop = nn.Dropout(drop_rate)
@@ -442,6 +443,8 @@ def checkpoint_filter_fn(
 
 def swin_kwargs(cfg: CfgNode) -> dict:
     """Constructor arguments of :class:`VideoSwin` from MODEL.* and SWIN.* (SWIN sizes beat MODEL.SIZE)."""
+    if cfg.MODEL.SIZE not in SWIN_SIZES:
+        raise ValueError(f"MODEL.SIZE {cfg.MODEL.SIZE!r}: Video Swin comes in {', '.join(SWIN_SIZES)}")
     dim, depths, heads = SWIN_SIZES[cfg.MODEL.SIZE]
     return dict(
         num_classes=cfg.MODEL.NUM_CLASSES,

@@ -170,6 +170,12 @@ class Block(nn.Module):
         x = x + self.attn_residual(x, context)
         return x + self.mlp_residual(x)
 
+    def forward_replace(self, x: Tensor, context: Tensor) -> Tensor:
+        """Cross-attention whose output replaces the queries (no attention shortcut); the MLP keeps its
+        residual. A method of the block, so wrappers that hook block methods (FSDP2) see the call."""
+        x = self.ls1(self.attn(self.norm1(x), self.norm1(context)))
+        return x + self.mlp_residual(x)
+
 
 class VideoViT(nn.Module):
     """Video ViT classifier: tube embedding -> :meth:`forward_tokens` -> pooled linear head."""
@@ -225,7 +231,7 @@ class VideoViT(nn.Module):
         else:
             raise ValueError(f"unknown pos_embed {pos_embed!r}; use joint or separable")
 
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # also under a meta device
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[i], attn_drop_rate, layer_scale_init)
             for i in range(depth)
