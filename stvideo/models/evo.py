@@ -114,6 +114,10 @@ class EvoViT(VideoViT):
             self.aux_head = nn.Linear(self.embed_dim, self.num_classes)
             self._init_weights(self.aux_head)
 
+    def optional_state_keys(self) -> set[str]:
+        """The auxiliary cls head (training only): a plain ViT checkpoint tests without it."""
+        return {n for n, _ in self.named_parameters() if n.startswith(("aux_norm.", "aux_head."))}
+
     def set_epoch(self, epoch: int) -> None:
         """The 0-based epoch about to be trained; selection turns stage-wise at ``stagewise_epoch``."""
         self.epoch = epoch
