@@ -26,7 +26,7 @@ from fvcore.common.config import CfgNode
 from torch import Tensor, nn
 
 from .build import register_model, vit_kwargs
-from .vit import Block, VideoViT, checkpoint_filter_fn
+from .vit import Block, VideoViT, checkpoint_filter_fn, gather_tokens
 
 
 def tube_differences(video: Tensor, tubelet: int, patch: int) -> Tensor:
@@ -46,11 +46,6 @@ def run_lengths(keep: Tensor) -> tuple[Tensor, Tensor]:
     start = index.cummax(dim=1).values
     length = torch.zeros_like(start).scatter_add(1, start, torch.ones_like(start))
     return start, length
-
-
-def _rows(x: Tensor, idx: Tensor) -> Tensor:
-    """Rows ``idx`` (B, K) of ``x`` (B, N, C) -> (B, K, C)."""
-    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
 class RLTViT(VideoViT):
@@ -100,25 +95,14 @@ class RLTViT(VideoViT):
         order = keep.logical_not().long().argsort(dim=1, stable=True)[:, :m]  # kept positions first
         valid = torch.arange(m, device=x.device) < self.tokens_kept[:, None]
         mask = torch.cat([valid.new_ones(b, p), valid], dim=1).view(b, 1, 1, p + m)
-        x = torch.cat([x[:, :p], _rows(x[:, p:], order)], dim=1)
+        x = torch.cat([x[:, :p], gather_tokens(x[:, p:], order)], dim=1)
         for blk in self.blocks:
             x = self.run_block(partial(self._masked_block, blk), x, mask)
         # Every tube reads the slot of the kept tube that starts its run.
         s = keep3d.shape[2] * keep3d.shape[3]
         source = (start * s + torch.arange(s, device=x.device)).flatten(1)
         slot = (keep.long().cumsum(dim=1) - 1).gather(1, source)
-        return torch.cat([x[:, :p], _rows(x[:, p:], slot)], dim=1)
-
-    def dense_features(self, video: Tensor) -> Tensor:
-        """Features (B, C, T', H', W') of every tube (a dropped tube takes its run's feature)."""
-        x = self.forward_features(video)[:, self.num_prefix_tokens :]
-        return x.transpose(1, 2).reshape(x.shape[0], -1, *self.grid)
-
-    def forward(self, video: Tensor) -> Tensor:
-        """Logits (B, K), or dense features (B, C, T', H', W') when built with ``return_dense``."""
-        if self.return_dense:
-            return self.dense_features(video)
-        return super().forward(video)
+        return torch.cat([x[:, :p], gather_tokens(x[:, p:], slot)], dim=1)
 
     def optional_state_keys(self) -> set[str]:
         """Parameters a plain ViT checkpoint lacks; at their initial value the model is that ViT."""

@@ -27,7 +27,7 @@ from fvcore.common.config import CfgNode
 from torch import Tensor
 
 from .build import register_model, vit_kwargs
-from .vit import Attention, Block, Grid, VideoViT, checkpoint_filter_fn
+from .vit import Attention, Block, Grid, VideoViT, checkpoint_filter_fn, gather_tokens
 
 
 class KeyStashAttention(Attention):
@@ -41,11 +41,6 @@ class KeyStashAttention(Attention):
         drop = self.attn_drop if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
         return self.proj(out.transpose(1, 2).flatten(2))
-
-
-def _rows(x: Tensor, idx: Tensor) -> Tensor:
-    """Rows ``idx`` (B, K) of ``x`` (B, N, C) -> (B, K, C)."""
-    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
 def bipartite_merge(
@@ -79,10 +74,10 @@ def bipartite_merge(
     weighted = x * size
     xa, xb = weighted[:, ::2], weighted[:, 1::2]
     sa, sb = size[:, ::2], size[:, 1::2]
-    xb = xb.scatter_add(1, dst.unsqueeze(-1).expand(-1, -1, c), _rows(xa, src))
-    sb = sb.scatter_add(1, dst.unsqueeze(-1), _rows(sa, src))
-    merged_size = torch.cat([_rows(sa, kept), sb], dim=1)
-    merged = torch.cat([_rows(xa, kept), xb], dim=1) / merged_size
+    xb = xb.scatter_add(1, dst.unsqueeze(-1).expand(-1, -1, c), gather_tokens(xa, src))
+    sb = sb.scatter_add(1, dst.unsqueeze(-1), gather_tokens(sa, src))
+    merged_size = torch.cat([gather_tokens(sa, kept), sb], dim=1)
+    merged = torch.cat([gather_tokens(xa, kept), xb], dim=1) / merged_size
     return merged, merged_size, old_to_new
 
 
@@ -159,19 +154,7 @@ class ToMeViT(VideoViT):
             blk.attn.keys = None
             x = self.run_block(partial(self._feed_forward, blk), x)
             self.merge_groups.append(group)
-        return _rows(x, group) if merged else x
-
-    def dense_features(self, video: Tensor) -> Tensor:
-        """Unmerged features (B, C, T', H', W'): each tube gets its merge group's feature."""
-        x, grid = self.embed(video)
-        x = self.forward_tokens(x, grid)[:, self.num_prefix_tokens :]
-        return x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
-
-    def forward(self, video: Tensor) -> Tensor:
-        """Logits (B, K), or dense features (B, C, T', H', W') when built with ``return_dense``."""
-        if self.return_dense:
-            return self.dense_features(video)
-        return super().forward(video)
+        return gather_tokens(x, group) if merged else x
 
 
 @register_model(checkpoint_filter=checkpoint_filter_fn)
