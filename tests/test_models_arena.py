@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from stvideo.analysis.flops import count_flops
 from stvideo.models.rlt import RLTViT, run_lengths, tube_differences
 from stvideo.models.tome import KeyStashAttention, ToMeViT, bipartite_merge, layer_merges
 from stvideo.models.vit import VideoViT
@@ -188,3 +189,12 @@ def test_rlt_static_clip_runs_fewer_tokens_through_the_blocks() -> None:
     with torch.no_grad():
         rlt(_static(_video(1), slice(0, 16)))
     assert seen == [1 + N - 24]
+
+
+def test_rlt_dropping_clip_flops_count_every_operator() -> None:
+    vit, rlt = _pair(RLTViT, threshold=0.1)
+    clip = _static(_video(1), slice(0, 16))
+    with torch.no_grad():
+        report, full = count_flops(rlt, clip), count_flops(vit, clip)
+    assert report.unsupported == {}
+    assert report.total < full.total

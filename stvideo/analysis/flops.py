@@ -43,6 +43,7 @@ ZERO_COST_OPS: tuple[str, ...] = (
     "aten::div_", "aten::neg", "aten::exp", "aten::log", "aten::sqrt", "aten::rsqrt", "aten::pow",
     "aten::gelu", "aten::silu", "aten::sigmoid", "aten::tanh", "aten::erf", "aten::softmax",
     "aten::log_softmax", "aten::where", "aten::lt", "aten::le", "aten::ne", "aten::ge", "aten::abs",
+    "aten::logical_not",
     "prim::PythonOp.SwishFunction",  # PyTorchVideo's Swish (X3D), x * sigmoid(x) as an autograd Function
     # reductions
     "aten::mean", "aten::sum", "aten::amax", "aten::amin", "aten::max", "aten::min", "aten::argmax",
