@@ -206,8 +206,9 @@ def rlt_kept(diffs: Tensor, threshold: float) -> Tensor:
 
 def rlt_cost(costs: CostModel, diffs: Tensor, threshold: float) -> dict[str, float]:
     """Mean, std, min and max GFLOPs per view over the test views at ``threshold``."""
-    per_view = [costs.rlt_gflops(int(k)) for k in rlt_kept(diffs, threshold)]
-    kept = rlt_kept(diffs, threshold).float()
+    kept = rlt_kept(diffs, threshold)
+    per_view = [costs.rlt_gflops(int(k)) for k in kept]
+    kept = kept.float()
     return {
         "mean": statistics.fmean(per_view),
         "std": statistics.pstdev(per_view),
@@ -228,14 +229,14 @@ def rlt_thresholds(diffs: Tensor, count: int = 256) -> list[float]:
 
 
 @dataclass
-class TestViews:
+class DecodedViews:
     """The test set decoded once: the loader's batches and every view's tube differences."""
 
     batches: list[dict[str, Any]]
     diffs: Tensor  # (views, T'-1, H', W')
 
     @classmethod
-    def load(cls, cfg: CfgNode, preprocess: ClipPreprocessor, tubelet: int, patch: int) -> TestViews:
+    def load(cls, cfg: CfgNode, preprocess: ClipPreprocessor, tubelet: int, patch: int) -> DecodedViews:
         """Decode the configured test split with the config's views."""
         batches, diffs = [], []
         for batch in tqdm(build_loader(cfg, "test"), desc="decode test views", leave=False):
@@ -255,7 +256,7 @@ class TestViews:
 
 
 def evaluate(
-    cfg: CfgNode, model: nn.Module, views: TestViews, preprocess: ClipPreprocessor
+    cfg: CfgNode, model: nn.Module, views: DecodedViews, preprocess: ClipPreprocessor
 ) -> dict[str, float]:
     """top-1 / top-5 (%) with the config's views and ensemble method (the evaluator's code)."""
     records, skipped = collect_view_logits(model, views.batches, preprocess, None)
@@ -319,7 +320,7 @@ def sweep(
     preprocess = ClipPreprocessor(cfg, device)
     kw = vit_kwargs(cfg)
     view = (1, kw["in_chans"], kw["num_frames"], kw["img_size"], kw["img_size"])
-    views = TestViews.load(cfg, preprocess, kw["tubelet_size"], kw["patch_size"])
+    views = DecodedViews.load(cfg, preprocess, kw["tubelet_size"], kw["patch_size"])
     costs = CostModel(cfg, view)
     base_gflops = costs.gflops("vit", None)
 
