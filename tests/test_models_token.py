@@ -346,7 +346,7 @@ def test_uniform_pool_tokens_are_grid_averages():
 # ----------------------------------------------------------------------------- configs
 def test_synth_configs_build_and_share_the_recipe():
     base = load_config(str(REPO / "configs/synth/vit_t.yaml"))
-    for name in ["stvit_t", "stvit_r_t", "evovit_t", "random_drop_t", "uniform_pool_t"]:
+    for name in ["stvit_t", "stvit_r_t", "evovit_t", "random_drop_t", "uniform_pool_t", "tome_t", "rlt_t"]:
         cfg = load_config(str(REPO / f"configs/synth/{name}.yaml"))
         for section in ("DATA", "SOLVER", "TRAIN", "TEST", "VIT", "AUG", "MIXUP"):
             assert cfg[section] == base[section], f"{name} changes {section}"
@@ -358,7 +358,7 @@ def test_synth_configs_build_and_share_the_recipe():
 
 @pytest.mark.parametrize("dataset", ["k400", "ssv2"])
 def test_dataset_configs_load(dataset):
-    for arch in ("vit", "stvit", "stvit_r", "evovit"):
+    for arch in ("vit", "stvit", "stvit_r", "evovit", "tome", "rlt"):
         cfg = load_config(str(REPO / f"configs/{dataset}/{arch}_b.yaml"))
         assert cfg.MODEL.ARCH == arch and cfg.MODEL.SIZE == "base"
         assert (cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE) == (16, 224)

@@ -42,11 +42,12 @@ ZERO_COST_OPS: tuple[str, ...] = (
     "aten::add", "aten::add_", "aten::sub", "aten::rsub", "aten::mul", "aten::mul_", "aten::div",
     "aten::div_", "aten::neg", "aten::exp", "aten::log", "aten::sqrt", "aten::rsqrt", "aten::pow",
     "aten::gelu", "aten::silu", "aten::sigmoid", "aten::tanh", "aten::erf", "aten::softmax",
-    "aten::log_softmax", "aten::where", "aten::lt", "aten::le", "aten::ne",
+    "aten::log_softmax", "aten::where", "aten::lt", "aten::le", "aten::ne", "aten::ge", "aten::abs",
+    "aten::logical_not",
     "prim::PythonOp.SwishFunction",  # PyTorchVideo's Swish (X3D), x * sigmoid(x) as an autograd Function
     # reductions
     "aten::mean", "aten::sum", "aten::amax", "aten::amin", "aten::max", "aten::min", "aten::argmax",
-    "aten::cumsum",
+    "aten::cumsum", "aten::cummax", "aten::linalg_vector_norm", "aten::norm",
     # selection, sorting and data movement
     "aten::topk", "aten::sort", "aten::argsort", "aten::gather", "aten::scatter", "aten::scatter_",
     "aten::scatter_add", "aten::scatter_add_", "aten::index", "aten::index_select", "aten::index_put_",

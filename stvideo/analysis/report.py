@@ -18,15 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fvcore.common.config import CfgNode
 from tabulate import tabulate
+from torch import Tensor
 
 from stvideo.config import ConfigError, load_config
 from stvideo.config.load import build_arg_parser, parse_with_overrides
+from stvideo.data.build import build_dataset
+from stvideo.data.preprocessor import ClipPreprocessor
+from stvideo.data.transforms import cut_views
 from stvideo.models import build_model
 from stvideo.utils.checkpoint_io import CheckpointError
 from stvideo.utils.compile import compile_model, dynamo_counts
 
-from .flops import CONVENTION, count_parameters, gflops_str, layer_table, model_flops
+from .flops import CONVENTION, count_flops, count_parameters, gflops_str, layer_table, model_flops
 from .memory import measure_memory
 from .speed import benchmark_throughput, dtype_name, profile_inference, resolve_device, resolve_dtype
 
@@ -53,6 +58,13 @@ def parse_cli(argv: list[str] | None = None, description: str | None = None) -> 
     )
     parser.add_argument("--compile-mode", default="default", help="torch.compile mode for --compile")
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS", help="print top-ROWS profiler ops")
+    parser.add_argument(
+        "--real-clip",
+        metavar="DIR",
+        help="count and time every model on the first test view of the dataset in DIR (--real-clip-dataset) "
+        "instead of a random clip: content-dependent methods (RLT) then run at their real token counts",
+    )
+    parser.add_argument("--real-clip-dataset", default="synth", help="dataset registry name for --real-clip")
     parser.add_argument("--plot", help="PNG of accuracy vs GFLOPs (needs --results)")
     parser.add_argument("--results", nargs="+", default=[], help="NAME=test_metrics.json for --plot")
     greedy = {"compare": lambda c: c.endswith(CONFIG_SUFFIXES), "results": lambda r: "=" in r}
@@ -89,13 +101,22 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         cfgs.append(cfg)
     device = resolve_device(args.device)
     dtype = resolve_dtype(device, args.dtype)
+    clip = real_clip(cfgs[0], args.real_clip, args.real_clip_dataset) if args.real_clip else None
     models, entries = {}, []
     for name, path, cfg in zip(names, paths, cfgs, strict=True):
         torch.manual_seed(cfg.RNG_SEED)
         model = build_model(cfg)
         size = cfg.DATA.TEST_CROP_SIZE  # one test view (CNNs test fully convolutionally at a larger crop)
         view = (1, cfg.DATA.INPUT_CHANNEL_NUM, cfg.DATA.NUM_FRAMES, size, size)
-        report = model_flops(model, view)
+        if clip is None:
+            report = model_flops(model, view)
+        else:
+            if tuple(clip.shape[1:]) != view[1:]:
+                raise ConfigError(
+                    f"{path}: view {view[1:]} differs from the --real-clip view {tuple(clip.shape[1:])}"
+                )
+            with torch.no_grad():
+                report = count_flops(model.eval(), clip)
         views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
         entries.append(
             {
@@ -120,7 +141,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     )
     compiles_while_timed = None
     if not args.no_speed:
-        speed = benchmark_throughput(models, shapes, args.warmup, args.iters, str(device), dtype_name(dtype))
+        if clip is None:
+            speed = benchmark_throughput(
+                models, shapes, args.warmup, args.iters, str(device), dtype_name(dtype)
+            )
+        else:
+            batch = clip.expand(args.batch_size, *clip.shape[1:]).contiguous()
+            speed = benchmark_throughput(
+                models,
+                tuple(batch.shape),
+                args.warmup,
+                args.iters,
+                str(device),
+                dtype_name(dtype),
+                inputs=batch,
+            )
         for e in entries:
             e["throughput"] = speed[e["name"]].to_dict()
             if args.compile:
@@ -141,6 +176,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "convention": CONVENTION,
         "flops_batch": 1,
+        "input": f"first test view of {args.real_clip} ({args.real_clip_dataset})"
+        if clip is not None
+        else "random",
         "environment": {
             "torch": torch.__version__,
             "device": str(device),
@@ -162,8 +200,8 @@ def compile_side_by_side(
     shapes: dict[str, tuple[int, ...]],
     entries: list[dict[str, Any]],
     mode: str,
-    device,
-) -> None:
+    device: torch.device,
+) -> int:
     """Add a torch.compile'd copy of every model to ``models`` (timed interleaved with the eager one);
     record each copy's compile time, frames compiled and graph breaks on its first calls (eval, batch
     and batch + 1, so a second batch size shows whether shapes are treated as dynamic). Returns dynamo's
@@ -186,6 +224,21 @@ def compile_side_by_side(
         models[name + COMPILED] = compiled
         shapes[name + COMPILED] = shapes[name]
     return dynamo_counts()["frames_compiled"]
+
+
+def real_clip(cfg: CfgNode, data_dir: str, dataset: str) -> Tensor:
+    """The first test view (1, C, T, H, W), normalised, of ``dataset`` in ``data_dir`` at ``cfg``'s size."""
+    data_cfg = cfg.clone()
+    data_cfg.defrost()
+    data_cfg.TEST.DATASET, data_cfg.DATA.PATH_TO_DATA_DIR = dataset, data_dir
+    if dataset == "synth":  # the generator's own class count and flip map
+        meta = json.loads((Path(data_dir) / "synth_meta.json").read_text())
+        data_cfg.MODEL.NUM_CLASSES = len(meta["classes"])
+        data_cfg.DATA.FLIP_LABEL_MAP = str(Path(data_dir) / "flip_label_map.json")
+    data_cfg.freeze()
+    item = build_dataset(data_cfg, "test")[0]
+    video = cut_views(item["frames"][:1], item["crops"][:1], data_cfg.DATA.TEST_CROP_SIZE)
+    return ClipPreprocessor(data_cfg, "cpu")(video)
 
 
 def cpu_name() -> str:
@@ -220,7 +273,8 @@ def render(report: dict[str, Any]) -> str:
     """Terminal form of the report."""
     env = report["environment"]
     lines = [
-        f"FLOPs convention: {report['convention']}; counted at batch 1 (one view), eval mode.",
+        f"FLOPs convention: {report['convention']}; counted at batch 1 (one view), eval mode, "
+        f"{report['input']} input.",
         f"Environment: torch {env['torch']}, {env['device']} ({env['device_name']}), "
         f"{env['cpu_threads']} CPU threads.",
     ]

@@ -100,34 +100,43 @@ def benchmark_throughput(
     iters: int = 20,
     device: str = "auto",
     dtype: str = "auto",
+    inputs: Tensor | None = None,
 ) -> dict[str, ThroughputResult]:
     """Time ``models`` side by side (see the module docstring) on one input shape or one per model.
 
     Models with their own clip shape (SlowFast's 32 fast frames beside a 16-frame ViT) are still
-    timed interleaved; clips/s then means views of each model's own shape.
+    timed interleaved; clips/s then means views of each model's own shape. ``inputs`` replaces the
+    fixed random clip by given clips (of ``input_shape``) for every model: real clips, for methods
+    whose cost depends on the content (RLT).
     """
     if iters < 1 or warmup < 0:
         raise ValueError(f"need iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
     dev = resolve_device(device)
     dt = resolve_dtype(dev, dtype)
     shapes = {n: input_shape[n] for n in models} if isinstance(input_shape, Mapping) else None
-    inputs = {n: fixed_input(shapes[n] if shapes else input_shape, dev) for n in models}
+    if inputs is not None and (shapes or tuple(inputs.shape) != tuple(input_shape)):
+        raise ValueError(f"given inputs {tuple(inputs.shape)} must have the one input shape {input_shape}")
+    given = None if inputs is None else inputs.to(dev)
+    clips = {
+        n: given if given is not None else fixed_input(shapes[n] if shapes else input_shape, dev)
+        for n in models
+    }
     times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode(), _autocast(dev, dt):
         for name, model in models.items():
             model.eval().to(dev)
             for _ in range(warmup):
-                model(inputs[name])
+                model(clips[name])
             _sync(dev)
         for _ in range(iters):
             for name, model in models.items():
                 t0 = time.perf_counter()
-                model(inputs[name])
+                model(clips[name])
                 _sync(dev)
                 times[name].append(time.perf_counter() - t0)
     results = {}
     for name, ts in times.items():
-        batch = inputs[name].shape[0]
+        batch = clips[name].shape[0]
         q1, med, q3 = _quartiles(ts)
         results[name] = ThroughputResult(
             device=str(dev),

@@ -170,6 +170,20 @@ _C.CONTROL = CfgNode()
 _C.CONTROL.START_LAYER = -1  # layer from which tokens are reduced; -1 = depth // 3
 _C.CONTROL.KEEP_TOKENS = 0  # random_drop: patch tokens kept; 0 = prod(STVIT.GRID) (uniform_pool: STVIT.GRID)
 
+# ToMe token merging (stvideo.models.tome)
+_C.TOME = CfgNode()
+_C.TOME.R = [8]  # tokens merged per layer: [r] for every layer, or one entry per layer; [0] = plain ViT
+_C.TOME.START_LAYER = 0  # layers before it merge nothing
+_C.TOME.PROP_ATTN = True  # proportional attention: log(token size) added to the attention logits
+_C.TOME.KEEP_CLS = True  # never merge the cls token
+_C.TOME.RETURN_DENSE = False  # return unmerged (B, C, T, H, W) features instead of logits
+
+# Run-length tokenization (stvideo.models.rlt)
+_C.RLT = CfgNode()
+_C.RLT.THRESHOLD = 0.1  # drop a tube whose mean |difference| to the tube one tubelet earlier is below this
+_C.RLT.LENGTH_EMBED = True  # learned run-length embedding (zero-initialised) added to kept tubes
+_C.RLT.RETURN_DENSE = False  # return (B, C, T, H, W) features (dropped tubes take their run's feature)
+
 # Video Swin (stvideo.models.swin)
 _C.SWIN = CfgNode()
 _C.SWIN.EMBED_DIM = 0  # stage-1 width; 0 = from MODEL.SIZE

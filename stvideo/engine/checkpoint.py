@@ -13,6 +13,7 @@ checkpoints (:func:`find_resume`); the trainer renames each unreadable one it sk
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -23,7 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from stvideo.models import protocol
 from stvideo.utils.checkpoint_io import CheckpointError, check_checkpoint, read_checkpoint
+
+logger = logging.getLogger(__name__)
 
 LAST = "last.pyth"
 RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "rng")
@@ -158,13 +162,25 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def load_model_weights(model: torch.nn.Module, path: str) -> None:
-    """Load only the ``model`` entry of an stvideo checkpoint (strict: names must match)."""
+    """Load only the ``model`` entry of an stvideo checkpoint (strict: names must match).
+
+    The one exception: parameters the model names in ``optional_state_keys()`` (see
+    :mod:`stvideo.models.protocol`) may be missing, so a plain ViT checkpoint tests a token method.
+    """
     state = load(path)
     if "model" not in state:
         raise CheckpointError(path, f"not an stvideo checkpoint: no 'model' entry (has: {', '.join(state)})")
+    net = unwrap(model)
+    optional = protocol.optional_state_keys(net)
     try:
-        unwrap(model).load_state_dict(state["model"])
+        result = net.load_state_dict(state["model"], strict=not optional)
     except RuntimeError as e:
         lines = [s.strip() for s in str(e).splitlines() if s.strip()]
         detail = lines[1] if len(lines) > 1 else lines[0] if lines else ""
         raise CheckpointError(path, f"its weights do not fit this model ({detail[:200]})") from None
+    missing = [k for k in result.missing_keys if k not in optional]
+    if missing or result.unexpected_keys:
+        detail = f"missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
+        raise CheckpointError(path, f"its weights do not fit this model ({detail})")
+    if result.missing_keys:
+        logger.info("%s has no %s: kept at their initial values", path, ", ".join(result.missing_keys))

@@ -55,10 +55,11 @@ def collect_view_logits(
     loader: Any,
     preprocess: ClipPreprocessor,
     amp_dtype: torch.dtype | None,
+    size: int,
 ) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
-    """This rank's {index: {video_id, label, logits (V, K), damage}} and its skipped videos."""
+    """This rank's {index: {video_id, label, logits (V, K), damage}} and its skipped videos; ``loader``
+    yields test batches (any iterable of them), whose views are cut at ``size``."""
     device = preprocess.device
-    size = loader.dataset.cfg.DATA.TEST_CROP_SIZE
     model.eval()
     records: dict[int, dict[str, Any]] = {}
     skipped: list[dict[str, Any]] = []
@@ -139,7 +140,9 @@ def test_views(
         run_cfg.freeze()
         t0 = time.perf_counter()
         loader = build_loader(run_cfg, "test")
-        records, skipped = gather_records(*collect_view_logits(model, loader, preprocess, amp_dtype))
+        records, skipped = gather_records(
+            *collect_view_logits(model, loader, preprocess, amp_dtype, cfg.DATA.TEST_CROP_SIZE)
+        )
         if skipped and not records:
             raise RuntimeError(
                 f"none of the {len(skipped)} test videos could be decoded, e.g. {skipped[0]['error']}; "

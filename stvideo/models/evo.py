@@ -114,6 +114,11 @@ class EvoViT(VideoViT):
             self.aux_head = nn.Linear(self.embed_dim, self.num_classes)
             self._init_weights(self.aux_head)
 
+    def optional_state_keys(self) -> set[str]:
+        """The auxiliary cls head (training only) and a learnable EMA weight (starts at EVO.EMA_WEIGHT)."""
+        extra = ("aux_norm.", "aux_head.", "ema_logit")
+        return {n for n, _ in self.named_parameters() if n.startswith(extra)}
+
     def set_epoch(self, epoch: int) -> None:
         """The 0-based epoch about to be trained; selection turns stage-wise at ``stagewise_epoch``."""
         self.epoch = epoch

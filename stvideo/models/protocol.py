@@ -13,6 +13,10 @@ Optional hooks, each called only when the model defines it:
 
 * ``set_epoch(epoch)``: the trainer calls it before every epoch (:func:`set_epoch`), for schedules
   that change the forward (Evo-ViT's layer-wise to stage-wise switch).
+* ``optional_state_keys() -> set[str]``: parameters a plain ``vit`` checkpoint lacks and the model
+  may keep at their initial values, which leave it equal to that ViT where they matter (RLT's
+  zero length embedding, Evo-ViT's training-only auxiliary head); ``TEST.CHECKPOINT_FILE_PATH`` of a
+  ``vit`` run then loads (:func:`optional_state_keys`).
 * ``no_weight_decay() -> set[str]``: parameter names exempt from weight decay (timm's optimizer
   factory reads it).
 * A checkpoint filter for foreign weights (ImageNet, VideoMAE): named by the registry entry
@@ -68,3 +72,9 @@ def set_epoch(model: nn.Module, epoch: int) -> None:
     hook = getattr(model, "set_epoch", None)
     if callable(hook):
         hook(epoch)
+
+
+def optional_state_keys(model: nn.Module) -> set[str]:
+    """Parameter names a checkpoint may lack (the optional ``optional_state_keys`` hook; none by default)."""
+    hook = getattr(model, "optional_state_keys", None)
+    return set(hook()) if callable(hook) else set()

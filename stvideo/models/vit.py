@@ -58,6 +58,16 @@ def sincos_3d(grid: Grid, dim: int) -> Tensor:
     return table.reshape(t * h * w, dim)
 
 
+def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
+    """Tokens ``idx`` (B, K) of ``x`` (B, N, C) -> (B, K, C)."""
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def token_map(tokens: Tensor, grid: Grid) -> Tensor:
+    """Time-major patch tokens (B, T'H'W', C) -> (B, C, T', H', W'); token t*H'*W' + h*W' + w at (t, h, w)."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+
+
 class TubeEmbed(nn.Module):
     """Cut a clip (B, C, T, H, W) into non-overlapping t x p x p tubes, one token each.
 
@@ -179,6 +189,8 @@ class Block(nn.Module):
 
 class VideoViT(nn.Module):
     """Video ViT classifier: tube embedding -> :meth:`forward_tokens` -> pooled linear head."""
+
+    return_dense = False  # token methods whose tokens cover the full grid may set it (ToMe, RLT)
 
     def __init__(
         self,
@@ -335,7 +347,13 @@ class VideoViT(nn.Module):
         return self.forward_tokens(x, grid)
 
     def forward(self, video: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(video))
+        """Logits (B, K); a model with ``return_dense`` set returns its patch tokens as (B, C, T', H', W')."""
+        x = self.forward_features(video)
+        return (
+            token_map(x[:, self.num_prefix_tokens :], self.grid)
+            if self.return_dense
+            else self.forward_head(x)
+        )
 
 
 # ----------------------------------------------------------------------------- foreign checkpoints
