@@ -62,12 +62,11 @@ def main() -> None:
                 )
                 tqdm.write(f"{rec['path']}: {best}")
                 if args.visualize:
-                    from stvideo.analysis.token_maps import visualize_file
+                    from stvideo.analysis.visualize import visualize_file
 
                     name = os.path.splitext(os.path.basename(rec["path"]))[0]
-                    visualize_file(
-                        predictor.model, predictor.cfg, rec["path"], os.path.join(args.visualize, name)
-                    )
+                    folder = os.path.join(args.visualize, name)
+                    visualize_file(predictor.model, predictor.cfg, rec["path"], folder, None, predictor.names)
             if out:
                 out.write(json.dumps(rec) + "\n")
     except ValueError as e:
