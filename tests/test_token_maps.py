@@ -141,3 +141,19 @@ def test_pictures_decode_and_follow_the_video(tiny_synth_opts, tmp_path, arch):
         assert torch.equal(values[0], values[1])
     else:
         assert not torch.equal(values[0], values[1])
+
+
+@pytest.mark.parametrize("restore", [False, True])
+def test_stvit_swin_assignment_covers_the_stage_map(restore):
+    cfg = load_config(str(SYNTH_CFG).replace("vit_t", "stvit_swin_t"), ["SWIN.RESTORE", str(restore)])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    maps = extract_token_maps(model, "stvit_swin", torch.randn(1, 3, 8, 32, 32))
+    assert [m.title for m in maps.maps] == ["S1 L1 gen-1 assignment"] + (
+        ["S1 L5 restore attention"] if restore else []
+    )
+    m = maps.maps[0]
+    assert maps.grid == (4, 4, 4) and m.labels.shape == (4, 4, 4)
+    # 2 windows (2x4x4) x 8 semantic tokens; every token is read by some window's neighbourhood
+    assert m.labels.min() >= 0 and m.labels.max() < 16 and len(m.labels.unique()) > 1
+    assert torch.isfinite(m.values).all() and m.values.min() > 0 and m.values.max() == 1.0

@@ -251,3 +251,66 @@ def _check_layers(layers: Sequence[int], depth: int) -> None:
     bad = [i for i in layers if not 0 <= i < depth]
     if bad:
         raise ValueError(f"--layer {bad} out of range: the model has layers 0..{depth - 1}")
+
+
+def _max_assignment(weights: Tensor, positions: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Per map position, the largest weight over all (semantic token, key) pairs that read it, and the
+    semantic token of that weight. ``weights`` (S, K) over keys at map ``positions`` (S, K)."""
+    flat_w, flat_p = weights.flatten(), positions.flatten()
+    owner = torch.arange(weights.shape[0], device=weights.device)[:, None].expand_as(weights).flatten()
+    best = torch.full((n,), float("-inf"), device=weights.device).scatter_reduce(0, flat_p, flat_w, "amax")
+    hit = flat_w == best[flat_p]
+    labels = torch.zeros(n, dtype=torch.long, device=weights.device)
+    labels[flat_p[hit]] = owner[hit]
+    return best, labels
+
+
+@register_extractor("stvit_swin")
+def stvit_swin_maps(model: nn.Module, clip: Tensor, layers: Sequence[int] | None) -> TokenMaps:
+    """STViT-local: per semantic stage, each image token's semantic token (argmax of generation-layer-1
+    attention over every window neighbourhood that reads the token; semantic tokens numbered window by
+    window) with that weight as intensity; STViT-R-local also the restore attention.
+
+    The keys of a window's layer-1 attention are located on the map with the stage's own
+    ``window_neighbourhoods`` applied to a map of token positions.
+    """
+    from stvideo.models.stvit_swin import SemanticSwinStage, window_neighbourhoods
+
+    stages = [(s, m) for s, m in enumerate(model.layers) if isinstance(m, SemanticSwinStage)]
+    attn, grids, handles = {}, {}, []
+    for s, stage in stages:
+        for i, role in enumerate(stage.roles):
+            if role in ("gen1", "restore"):
+                attn[(s, i)] = stage.blocks[i].attn
+
+        def grab(mod: nn.Module, args: tuple, out: Tensor, s: int = s) -> None:
+            grids[s] = tuple(out.shape[1:4])
+
+        handles.append(stage.downsample.register_forward_hook(grab))
+    try:
+        with attention_probs(attn) as probs:
+            logits = _logits(model(clip))
+    finally:
+        for h in handles:
+            h.remove()
+    maps, grid = [], None
+    for s, stage in stages:
+        grid = grids[s]
+        n = math.prod(grid)
+        window, _ = stage.geometry(grid)
+        index = torch.arange(n, dtype=torch.float32).view(1, *grid, 1)
+        for (ss, i), calls in probs.items():
+            if ss != s:
+                continue
+            a = calls[0]
+            if stage.roles[i] == "gen1":  # (nW, M, [M +] K): keys [centers; neighbourhood] or neighbourhood
+                nbr = window_neighbourhoods(index, window, stage.context)[..., 0].long()  # nW, K
+                k = nbr.shape[1]
+                w = a[:, :, -k:]
+                positions = nbr[:, None, :].expand_as(w)
+                best, labels = _max_assignment(w.flatten(0, 1), positions.flatten(0, 1), n)
+                title = f"S{s} L{i} gen-1 assignment"
+                maps.append(TokenMap(title, "groups", _normalised(best).view(grid), labels.view(grid)))
+            else:  # restore: queries the N map tokens, keys all semantic tokens
+                maps.append(groups_map(f"S{s} L{i} restore attention", a[0].T, grid))
+    return TokenMaps("stvit_swin", logits, grid, maps)
