@@ -12,43 +12,26 @@ reported on its own line and the others go on; the exit status is 1 if any file 
 (as tools/visualize_tokens.py does) under DIR/<file name>/.
 """
 
-import argparse
 import json
 import os
 import sys
 
-from stvideo.config import ConfigError, load_config
+from tqdm import tqdm
+
+from stvideo.engine.predict import predictor_from_args, trained_model_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--cfg", dest="cfg_file", required=True, help="YAML config file of the model")
-    parser.add_argument("--checkpoint", required=True, help="stvideo checkpoint (.pyth) with the weights")
+    parser = trained_model_parser(__doc__)
     parser.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER", help="video files or folders")
     parser.add_argument("--topk", type=int, default=5, help="classes to print per file")
     parser.add_argument(
         "--views", type=int, nargs=2, metavar=("T", "S"), help="temporal clips, spatial crops"
     )
-    parser.add_argument("--labels", help="class names: labels json, Kinetics-style csv or one name per line")
     parser.add_argument("--json", help="write one JSON line per file here")
     parser.add_argument("--visualize", metavar="DIR", help="also write token maps of each file under DIR")
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
     args = parser.parse_args()
-    try:
-        cfg = load_config(args.cfg_file, args.opts)
-    except (ConfigError, FileNotFoundError) as e:
-        sys.exit(f"Config error: {e}")
-    from tqdm import tqdm
-
-    from stvideo.engine.predict import Predictor
-    from stvideo.utils.checkpoint_io import CheckpointError
-
-    try:
-        predictor = Predictor(cfg, args.checkpoint, views=args.views, labels=args.labels)
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"Error: {e}")
+    predictor = predictor_from_args(args, views=args.views)
     out = open(args.json, "w") if args.json else None  # noqa: SIM115 (closed below)
     failed = 0
     try:

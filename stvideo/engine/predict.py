@@ -10,7 +10,9 @@ other files go on.
 
 from __future__ import annotations
 
+import argparse
 import functools
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -132,3 +134,31 @@ def predict(
         cfg = load_config(cfg)
     predictor = Predictor(cfg, checkpoint, views=views, labels=labels, device=device)
     return list(predictor(inputs, topk=topk, progress=progress))
+
+
+def trained_model_parser(description: str) -> argparse.ArgumentParser:
+    """Parser with the options of every tool on a trained model: --cfg, --checkpoint, --labels, --opts."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cfg", dest="cfg_file", required=True, help="YAML config file of the model")
+    parser.add_argument("--checkpoint", required=True, help="stvideo checkpoint (.pyth) with the weights")
+    parser.add_argument("--labels", help="class names: labels json, Kinetics-style csv or one name per line")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
+    return parser
+
+
+def predictor_from_args(args: argparse.Namespace, views: Sequence[int] | None = None) -> Predictor:
+    """The :class:`Predictor` of a :func:`trained_model_parser` command line; exits with one line on a
+    bad config, checkpoint or labels file."""
+    from stvideo.config import ConfigError, load_config
+    from stvideo.utils.checkpoint_io import CheckpointError
+
+    try:
+        cfg = load_config(args.cfg_file, args.opts)
+    except (ConfigError, FileNotFoundError) as e:
+        sys.exit(f"Config error: {e}")
+    try:
+        return Predictor(cfg, args.checkpoint, views=views, labels=args.labels)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        sys.exit(f"Error: {e}")
