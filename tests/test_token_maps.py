@@ -4,7 +4,11 @@ the clip."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -16,11 +20,13 @@ from stvideo.analysis.token_maps import EXTRACTORS, attention_probs, extract_tok
 from stvideo.analysis.visualize import file_token_maps, visualize_file
 from stvideo.config import load_config
 from stvideo.data.kinetics import read_csv_annotations
+from stvideo.data.synth import CLASS_NAMES
 from stvideo.models import build_model
 from stvideo.models.evo import EvoViT
 from stvideo.models.stvit import STViT
 from stvideo.models.vit import Attention
-from tests.conftest import SYNTH_CFG
+from tests.conftest import REPO, SYNTH_CFG
+from tests.videos import write_not_video
 
 TINY = dict(
     num_classes=10, num_frames=4, img_size=32, patch_size=8, tubelet_size=2, embed_dim=24, num_heads=2
@@ -157,3 +163,25 @@ def test_stvit_swin_assignment_covers_the_stage_map(restore):
     # 2 windows (2x4x4) x 8 semantic tokens; every token is read by some window's neighbourhood
     assert m.labels.min() >= 0 and m.labels.max() < 16 and len(m.labels.unique()) > 1
     assert torch.isfinite(m.values).all() and m.values.min() > 0 and m.values.max() == 1.0
+
+
+def test_visualize_tokens_cli(tiny_synth_opts, tmp_path):
+    opts = [*tiny_synth_opts, "MODEL.ARCH", "stvit", "VIT.DEPTH", "4", "STVIT.START_LAYER", "1"]
+    opts += ["STVIT.NUM_SEMANTIC_LAYERS", "1", "STVIT.GRID", "[2, 1, 1]"]
+    cfg = load_config(SYNTH_CFG, opts)
+    torch.manual_seed(0)
+    torch.save({"model": build_model(cfg).state_dict()}, tmp_path / "k.pyth")
+    (tmp_path / "c.yaml").write_text(cfg.dump())
+    root = cfg.DATA.PATH_TO_DATA_DIR
+    video = f"{root}/{read_csv_annotations(f'{root}/test.csv')[0][0]}"
+    cmd = [sys.executable, str(REPO / "tools/visualize_tokens.py"), "--cfg", str(tmp_path / "c.yaml")]
+    cmd += ["--checkpoint", str(tmp_path / "k.pyth"), "--out", str(tmp_path / "maps")]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([*cmd, "--video", video], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert [m["title"] for m in summary["maps"]] == ["L1 gen-1 assignment"] and summary["grid"] == [2, 2, 2]
+    assert summary["top_name"] in CLASS_NAMES and os.path.getsize(summary["mp4"]) > 0
+    bad = write_not_video(tmp_path / "bad.mp4")
+    proc = subprocess.run([*cmd, "--video", str(bad)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.strip().startswith(f"Error: {bad}")
