@@ -2,7 +2,7 @@
 """Token maps of a trained model on one video: what each token method keeps, merges or attends to.
 
     python tools/visualize_tokens.py --cfg C --checkpoint K --video FILE [--out DIR] [--layer L ...]
-        [--opts KEY VALUE ...]
+        [--size PX] [--opts KEY VALUE ...]
 
 The video is decoded with the config's test protocol and the center view is shown. Writes
 DIR/tokens.png (rows: the input and each map; columns: the clip's frames), DIR/tokens.mp4 (the same
@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--video", required=True, help="video file")
     parser.add_argument("--out", default="token_maps", help="output folder (default token_maps)")
     parser.add_argument("--layer", type=int, nargs="+", help="layers to show where the arch lets you choose")
+    parser.add_argument("--size", type=int, default=96, help="panel height in pixels (default 96)")
     args = parser.parse_args()
     predictor = predictor_from_args(args)
     try:

@@ -48,8 +48,10 @@ def visualize_file(
     out_dir: str | Path,
     layers: Sequence[int] | None = None,
     names: Sequence[str] | None = None,
+    size: int = 96,
 ) -> dict[str, Any]:
-    """Write the token maps of ``path`` into ``out_dir``; returns the summary written to maps.json."""
+    """Write the token maps of ``path`` into ``out_dir`` (panels ``size`` pixels high); returns the
+    summary written to maps.json."""
     view, result = file_token_maps(model, cfg, path, layers)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +74,7 @@ def visualize_file(
     }
     if result.maps:
         frames = clip_frames(view)
-        summary["png"] = str(write_grid_png(out_dir / "tokens.png", frames, result.maps))
-        summary["mp4"] = str(write_animation(out_dir / "tokens.mp4", frames, result.maps))
+        summary["png"] = str(write_grid_png(out_dir / "tokens.png", frames, result.maps, size))
+        summary["mp4"] = str(write_animation(out_dir / "tokens.mp4", frames, result.maps, size))
     (out_dir / "maps.json").write_text(json.dumps(summary, indent=2))
     return summary
