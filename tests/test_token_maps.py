@@ -16,7 +16,15 @@ import pytest
 import torch
 from PIL import Image
 
-from stvideo.analysis.token_maps import EXTRACTORS, attention_probs, extract_token_maps
+from stvideo.analysis.token_maps import (
+    EXTRACTORS,
+    TokenMap,
+    TokenMaps,
+    attention_probs,
+    extract_token_maps,
+    register_extractor,
+    tracing,
+)
 from stvideo.analysis.visualize import file_token_maps, visualize_file
 from stvideo.config import load_config
 from stvideo.data.kinetics import read_csv_annotations
@@ -24,7 +32,7 @@ from stvideo.data.synth import CLASS_NAMES
 from stvideo.models import build_model
 from stvideo.models.evo import EvoViT
 from stvideo.models.stvit import STViT
-from stvideo.models.vit import Attention
+from stvideo.models.vit import Attention, VideoViT
 from tests.conftest import REPO, SYNTH_CFG
 from tests.videos import write_not_video
 
@@ -185,3 +193,31 @@ def test_visualize_tokens_cli(tiny_synth_opts, tmp_path):
     bad = write_not_video(tmp_path / "bad.mp4")
     proc = subprocess.run([*cmd, "--video", str(bad)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 1 and proc.stderr.strip().startswith(f"Error: {bad}")
+
+
+def test_a_new_arch_needs_one_extractor():
+    class Grouping(VideoViT):  # a stand-in token method that records a per-token grouping
+        def forward_tokens(self, x, grid):
+            x = super().forward_tokens(x, grid)
+            self.record("groups", x[:, 1:, 0].argsort(dim=1) % 3)
+            return x
+
+    def grouping_maps(model, clip, layers):
+        with tracing(model) as trace:
+            logits = model(clip)
+        groups = trace["groups"][0][0].view(model.grid)
+        return TokenMaps(
+            "grouping", logits, model.grid, [TokenMap("groups", "groups", torch.ones(GRID), groups)]
+        )
+
+    register_extractor("test_grouping")(grouping_maps)
+    try:
+        with pytest.raises(KeyError, match="already registered"):
+            register_extractor("test_grouping")(grouping_maps)
+        torch.manual_seed(0)
+        model = Grouping(depth=2, **TINY)
+        maps = extract_token_maps(model, "test_grouping", _clip())
+        expected = model.forward_features(_clip())[0, 1:, 0].argsort() % 3
+        assert torch.equal(maps.maps[0].labels.flatten(), expected) and model.trace is None
+    finally:
+        del EXTRACTORS["test_grouping"]
