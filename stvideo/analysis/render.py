@@ -19,7 +19,7 @@ from stvideo.data.video_writer import write_video
 
 from .token_maps import TokenMap
 
-LABEL_WIDTH = 150  # pixels left of each PNG row for its title
+LABEL_WIDTH = 140  # pixels left of each PNG row for its title
 
 
 def _palette(n: int) -> np.ndarray:
@@ -50,7 +50,7 @@ def overlay(frames: np.ndarray, tmap: TokenMap) -> np.ndarray:
         alpha = 0.25 + 0.6 * values
         out = img * (1 - alpha) + colour * alpha
     elif tmap.kind == "mask":
-        out = img * (0.3 + 0.7 * values) + np.array([0.0, 0.0, 0.35], np.float32) * (1 - values)
+        out = img * (0.45 + 0.55 * values) + np.array([0.0, 0.05, 0.3], np.float32) * (1 - values)
     else:
         from matplotlib import colormaps
 

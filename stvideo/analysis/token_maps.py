@@ -137,6 +137,11 @@ def _normalised(v: Tensor) -> Tensor:
     return v / v.max().clamp_min(1e-12)
 
 
+def _stretched(v: Tensor) -> Tensor:
+    """Min-max scaled to [0, 1] (heat maps: the clip's lowest score black, its highest white)."""
+    return (v - v.min()) / (v.max() - v.min()).clamp_min(1e-12)
+
+
 def groups_map(title: str, weights: Tensor, grid: Grid) -> TokenMap:
     """Assign each of N image tokens to the group with the largest weight in ``weights`` (M, N)."""
     best, labels = weights.max(dim=0)
@@ -187,7 +192,7 @@ def vit_maps(model: nn.Module, clip: Tensor, layers: Sequence[int] | None) -> To
         a = probs[i][0][0]
         row = a[0, p:] if p else a.mean(dim=0)
         what = "cls attention" if p else "mean attention received"
-        maps.append(TokenMap(f"L{i} {what}", "heat", _normalised(row).view(model.grid)))
+        maps.append(TokenMap(f"L{i} {what}", "heat", _stretched(row).view(model.grid)))
     return TokenMaps("vit", logits, model.grid, maps)
 
 
@@ -201,10 +206,12 @@ def stvit_maps(model: nn.Module, clip: Tensor, layers: Sequence[int] | None) -> 
         logits = _logits(model(clip))
     p = model.num_prefix_tokens
     maps = []
-    for i in gen1:  # queries [prefix; M centers], keys [prefix; N image tokens]
-        maps.append(groups_map(f"L{i} gen-1 assignment", probs[i][0][0, p:, p:], model.grid))
-    for i in restore:  # queries [prefix; N image tokens], keys [prefix; M semantic tokens]
-        maps.append(groups_map(f"L{i} restore attention", probs[i][0][0, p:, p:].T, model.grid))
+    for i in sorted(gen1 + restore):
+        a = probs[i][0][0, p:, p:]
+        if i in gen1:  # queries [prefix; M centers], keys [prefix; N image tokens]
+            maps.append(groups_map(f"L{i} gen-1 assignment", a, model.grid))
+        else:  # queries [prefix; N image tokens], keys [prefix; M semantic tokens]
+            maps.append(groups_map(f"L{i} restore attention", a.T, model.grid))
     return TokenMaps("stvit_r" if restore else "stvit", logits, model.grid, maps)
 
 
@@ -218,7 +225,7 @@ def evo_maps(model: nn.Module, clip: Tensor, layers: Sequence[int] | None) -> To
     for layer, score, keep in zip(trace["evo_layer"], trace["evo_score"], trace["evo_keep"], strict=True):
         k = keep.shape[1]
         maps.append(mask_map(f"L{int(layer)} slow {k}/{n}", keep[0], model.grid))
-        maps.append(TokenMap(f"L{int(layer)} class attn", "heat", _normalised(score[0]).view(model.grid)))
+        maps.append(TokenMap(f"L{int(layer)} class attn", "heat", _stretched(score[0]).view(model.grid)))
     return TokenMaps("evovit", logits, model.grid, maps)
 
 
