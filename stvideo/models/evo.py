@@ -156,7 +156,7 @@ class EvoViT(VideoViT):
             end = segs[i]
             order = score.argsort(dim=1, descending=True)  # fixed k per batch: static shapes
             keep, rest = order[:, :k], order[:, k:]
-            self.record("evo_layer", torch.tensor(i))
+            self.record("evo_layer", i)
             self.record("evo_score", score)  # the global class attention that chose ``keep``
             self.record("evo_keep", keep)
             patches = x[:, 1:]
