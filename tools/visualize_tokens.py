@@ -28,7 +28,7 @@ def main() -> None:
     predictor = predictor_from_args(args)
     try:
         summary = visualize_file(
-            predictor.model, predictor.cfg, args.video, args.out, args.layer, predictor.names
+            predictor.model, predictor.cfg, args.video, args.out, args.layer, predictor.names, args.size
         )
     except (ValueError, *DECODE_ERRORS) as e:
         sys.exit(f"Error: {e}")
