@@ -50,6 +50,18 @@ def aggregate_views(view_logits: Tensor, method: str) -> Tensor:
 
 
 @torch.inference_mode()
+def batch_view_logits(
+    model: nn.Module, video: Tensor, preprocess: ClipPreprocessor, amp_dtype: torch.dtype | None
+) -> Tensor:
+    """(B, V, C, T, H, W) uint8 views -> (B, V, K) float32 logits on the CPU (the model in eval mode)."""
+    b, v = video.shape[:2]
+    device = preprocess.device
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        out = model(preprocess(video.flatten(0, 1)))
+    return protocol.main_logits(out).float().view(b, v, -1).cpu()
+
+
+@torch.inference_mode()
 def collect_view_logits(
     model: nn.Module,
     loader: Any,
@@ -74,11 +86,8 @@ def collect_view_logits(
         video = views_of_test_batch(batch, device, size)  # the views are cut on the device
         if video.shape[0] == 0:
             continue
-        b, v = video.shape[:2]
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out = model(preprocess(video.flatten(0, 1)))
-        logits = protocol.main_logits(out).float().view(b, v, -1).cpu()
-        for i in range(b):
+        logits = batch_view_logits(model, video, preprocess, amp_dtype)
+        for i in range(len(logits)):
             idx = int(batch["index"][i])
             records[idx] = {
                 "video_id": batch["video_id"][i],

@@ -59,6 +59,7 @@ class RandomDropViT(VideoViT):
         for i, blk in enumerate(self.blocks):
             if i == self.start_layer:
                 idx = self.keep_indices(x.shape[0], x.shape[1] - p, x.device)
+                self.record("random_keep", idx)
                 kept = torch.gather(x[:, p:], 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
                 x = torch.cat([x[:, :p], kept], dim=1)
             x = self.run_block(blk, x)

@@ -161,6 +161,9 @@ class EvoViT(VideoViT):
             end = segs[i]
             order = score.argsort(dim=1, descending=True)  # fixed k per batch: static shapes
             keep, rest = order[:, :k], order[:, k:]
+            self.record("evo_layer", i)
+            self.record("evo_score", score)  # the global class attention that chose ``keep``
+            self.record("evo_keep", keep)
             patches = x[:, 1:]
             slow = torch.cat([x[:, :1], _gather(patches, keep)], dim=1)
             placeholders = _gather(patches, rest)

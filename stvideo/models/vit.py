@@ -227,6 +227,7 @@ class VideoViT(nn.Module):
         self.depth = depth
         self.head_pool = head_pool
         self.act_checkpoint = act_checkpoint
+        self.trace: dict[str, list[Tensor | int]] | None = None  # see record()
         self.grid: Grid = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
         self.num_prefix_tokens = 1 if cls_token else 0
         t, h, w = self.grid
@@ -329,6 +330,16 @@ class VideoViT(nn.Module):
         if self.act_checkpoint and self.training and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
+
+    def record(self, name: str, value: Tensor | int) -> None:
+        """Keep ``value`` (tensors detached) under ``name`` in ``self.trace`` when a caller set it to a dict.
+
+        Token methods call this with what they decide in the forward (kept indices, scores, groups), so
+        ``stvideo.analysis.token_maps`` shows the model's actual decisions; ``trace`` None (the default)
+        records nothing.
+        """
+        if self.trace is not None:
+            self.trace.setdefault(name, []).append(value.detach() if isinstance(value, Tensor) else value)
 
     def forward_tokens(self, x: Tensor, grid: Grid) -> Tensor:
         """The layer stack. Token methods override this; the plain ViT runs every block."""
