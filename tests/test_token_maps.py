@@ -31,7 +31,9 @@ from stvideo.data.kinetics import read_csv_annotations
 from stvideo.data.synth import CLASS_NAMES
 from stvideo.models import build_model
 from stvideo.models.evo import EvoViT
+from stvideo.models.rlt import RLTViT
 from stvideo.models.stvit import STViT
+from stvideo.models.tome import ToMeViT
 from stvideo.models.vit import Attention, VideoViT
 from tests.conftest import REPO, SYNTH_CFG
 from tests.videos import write_not_video
@@ -124,12 +126,14 @@ def test_arch_without_maps_says_so():
     )
     maps = extract_token_maps(model, "x3d", torch.randn(1, 3, 8, 32, 32))
     assert maps.maps == [] and "no token maps are available for MODEL.ARCH x3d" in maps.note
-    assert {"vit", "stvit", "stvit_r", "evovit", "random_drop", "uniform_pool"} <= set(EXTRACTORS)
+    assert {"vit", "stvit", "stvit_r", "evovit", "random_drop", "uniform_pool", "tome", "rlt"} <= set(
+        EXTRACTORS
+    )
 
 
-@pytest.mark.parametrize("arch", ["vit", "evovit", "random_drop", "uniform_pool"])
+@pytest.mark.parametrize("arch", ["vit", "evovit", "random_drop", "uniform_pool", "tome", "rlt"])
 def test_pictures_decode_and_follow_the_video(tiny_synth_opts, tmp_path, arch):
-    opts = [*tiny_synth_opts, "MODEL.ARCH", arch, "VIT.DEPTH", "3", "EVO.START_LAYER", "1"]
+    opts = [*tiny_synth_opts, "MODEL.ARCH", arch, "VIT.DEPTH", "3", "EVO.START_LAYER", "1", "TOME.R", "[2]"]
     opts += ["EVO.STAGE_LAYERS", "[1, 2]", "CONTROL.START_LAYER", "1", "STVIT.GRID", "[2, 1, 1]"]
     cfg = load_config(SYNTH_CFG, opts)
     torch.manual_seed(0)
@@ -150,11 +154,49 @@ def test_pictures_decode_and_follow_the_video(tiny_synth_opts, tmp_path, arch):
         assert frames[0].shape[1] == rows * frames[0].shape[0]  # input + every map side by side
         assert all(f.std() > 10 for f in frames) and not np.array_equal(frames[0], frames[-1])
     assert pngs[0].shape == pngs[1].shape and not np.array_equal(pngs[0], pngs[1])
-    values = [torch.stack([m.values for m in file_token_maps(model, cfg, v)[1].maps]) for v in videos]
+
+    def what_shown(v: str) -> torch.Tensor:  # values, and group ids for groups maps
+        maps = file_token_maps(model, cfg, v)[1].maps
+        return torch.stack([m.values if m.labels is None else m.labels.float() + m.values for m in maps])
+
+    values = [what_shown(v) for v in videos]
     if arch in ("uniform_pool", "random_drop"):  # fixed grid / fixed eval subset; the others follow the clip
         assert torch.equal(values[0], values[1])
-    else:
+    elif arch != "tome":  # an untrained ToMe's merges of 8 tokens follow the position embedding, not the clip
         assert not torch.equal(values[0], values[1])
+
+
+def test_tome_groups_are_the_merges_the_model_ran():
+    torch.manual_seed(0)
+    model = ToMeViT(depth=3, r=[5], **TINY).eval()  # 5 merges per layer: 27, 22, 17 patch groups
+    maps = extract_token_maps(model, "tome", _clip(), layers=[0, 2])
+    assert [m.title for m in maps.maps] == ["L0 27 groups / 32", "L2 17 groups / 32"]
+    for m in maps.maps:
+        counts = torch.bincount(m.labels.flatten())
+        assert counts.sum() == N and (counts > 0).all() and m.weights.shape == (len(counts), N)
+        torch.testing.assert_close(m.values.flatten(), 1.0 / counts[m.labels.flatten()].float())
+    # The last map's groups are the tokens the forward averaged into one: the (unmerged) output rows of
+    # a group are equal and rows of different groups differ.
+    with torch.no_grad():
+        feats = model.forward_features(_clip())[0, model.num_prefix_tokens :]
+    labels = maps.maps[1].labels.flatten()
+    for g in labels.unique():
+        rows = feats[labels == g]
+        assert torch.equal(rows, rows[:1].expand_as(rows))
+    assert len({tuple(r.tolist()) for r in feats}) == 17
+
+
+def test_rlt_mask_is_the_tubes_the_model_kept():
+    torch.manual_seed(0)
+    model = RLTViT(depth=2, threshold=0.05, **TINY).eval()
+    clip = _clip()
+    clip[:, :, 2:] = clip[:, :, :2]  # the second tubelet repeats the first ...
+    clip[:, :, 2:, :8, :8] += 1.0  # ... except at one patch
+    (m,) = extract_token_maps(model, "rlt", clip).maps
+    assert m.title == "kept 17/32 (threshold 0.05)" and int(model.tokens_kept[0]) == 17
+    expected = torch.zeros(GRID)
+    expected[0], expected[1, 0, 0] = 1.0, 1.0
+    assert torch.equal(m.values, expected)
 
 
 @pytest.mark.parametrize("restore", [False, True])

@@ -24,10 +24,10 @@ Extractor registry: an arch gets maps by registering one function,
 that runs ``model(clip)`` once (``clip``: one preprocessed (1, C, T, H, W) view, model in eval mode)
 inside :func:`tracing` and/or :func:`attention_probs` and returns :class:`TokenMaps` (the logits of
 that forward and the maps; ``layers`` is the user's ``--layer`` choice or None for the extractor's
-default). A method that merges tokens records, e.g. per layer, ``self.record("tome_groups", groups)``
-with ``groups`` (B, N) the group id of every original patch token, and its extractor turns each
-record into a ``groups`` map; a method that drops tokens records a (B, N) kept mask and returns
-``mask`` maps. Archs with no extractor get a note saying none is available.
+default). A method that merges tokens exposes which group every original patch token is in (ToMe:
+``merge_groups``) and its extractor turns that into ``groups`` maps; a method that drops tokens
+exposes a kept mask (RLT: ``kept_mask``) and returns ``mask`` maps. Archs with no extractor get a
+note saying none is available.
 """
 
 from __future__ import annotations
@@ -252,6 +252,38 @@ def uniform_pool_maps(model: nn.Module, clip: Tensor, layers: Sequence[int] | No
     weights = pool_centers(torch.eye(n)[None], model.grid, model.pool_grid, model.grid_mode, "avg")[0]
     title = f"L{model.start_layer} pooling cells"
     return TokenMaps("uniform_pool", logits, model.grid, [groups_map(title, weights, model.grid)])
+
+
+@register_extractor("tome")
+def tome_maps(model: nn.Module, clip: Tensor, layers: Sequence[int] | None) -> TokenMaps:
+    """ToMe: after each chosen layer's merge, the merged token every patch token is part of (the model's
+    own ``merge_groups``); intensity = 1 / group size, so unmerged tokens are brightest."""
+    layers = list(layers) if layers else default_layers(model.depth)
+    _check_layers(layers, model.depth)
+    logits = _logits(model(clip))
+    p, n = model.num_prefix_tokens, math.prod(model.grid)
+    maps = []
+    for i in layers:
+        _, labels = model.merge_groups[i][0, p:].unique(return_inverse=True)  # ids 0..M-1 over the patches
+        weights = torch.zeros(int(labels.max()) + 1, n, device=labels.device)
+        weights[labels, torch.arange(n, device=labels.device)] = 1.0
+        size = weights.sum(dim=1)
+        title = f"L{i} {weights.shape[0]} groups / {n}"
+        maps.append(
+            TokenMap(title, "groups", (1.0 / size[labels]).view(model.grid), labels.view(model.grid), weights)
+        )
+    return TokenMaps("tome", logits, model.grid, maps)
+
+
+@register_extractor("rlt")
+def rlt_maps(model: nn.Module, clip: Tensor, layers: Sequence[int] | None) -> TokenMaps:
+    """RLT: the tubes that became tokens (the model's own ``kept_mask``); dropped tubes repeat the kept
+    tube at their place in an earlier tubelet."""
+    logits = _logits(model(clip))
+    kept = model.kept_mask[0].flatten().nonzero()[:, 0]
+    n = math.prod(model.grid)
+    title = f"kept {kept.numel()}/{n} (threshold {model.threshold:g})"
+    return TokenMaps("rlt", logits, model.grid, [mask_map(title, kept, model.grid)])
 
 
 def _check_layers(layers: Sequence[int], depth: int) -> None:
