@@ -50,7 +50,8 @@ def test_checkpointed_gradients_equal_plain_ones(arch: str, monkeypatch: pytest.
     assert not calls
     loss_b, grads_b = _loss_and_grads(checkpointed)
     if hasattr(checkpointed, "blocks"):  # every block of a ViT-based arch runs checkpointed, once
-        assert len(calls) == len(checkpointed.blocks), (arch, len(calls))
+        halves = 2 if arch == "tome" else 1  # ToMe merges between attention and MLP: two checkpointed halves
+        assert len(calls) == halves * len(checkpointed.blocks), (arch, len(calls))
     else:
         assert calls, f"{arch}: nothing ran under torch.utils.checkpoint"
     torch.testing.assert_close(loss_b, loss_a, rtol=0, atol=0)

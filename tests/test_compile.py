@@ -77,6 +77,34 @@ def test_evovit_top_k_does_not_recompile_every_batch() -> None:
     assert total <= 2 * first, f"{total} frames compiled for 10 batches ({first} for the first)"
 
 
+def _repeating_clip(changed: int) -> torch.Tensor:
+    """A tiny clip whose second tubelet repeats the first except at ``changed`` of its 16 patches."""
+    x = _clip(changed)
+    x[:, :, 2:] = x[:, :, :2]
+    for i in range(changed):
+        h, w = divmod(i, 4)
+        x[:, :, 2:, 8 * h : 8 * h + 8, 8 * w : 8 * w + 8] += 1.0
+    return x
+
+
+def test_rlt_variable_token_counts_do_not_recompile_every_batch() -> None:
+    """RLT's token count depends on the clip: the first new count compiles once more with the count
+    dynamic, later counts reuse that graph (dynamo's automatic dynamic shapes)."""
+    _, model = _pair("rlt", "aot_eager")
+    model.eval()
+    start = dynamo_counts()["frames_compiled"]
+    kept = []
+    with torch.no_grad():
+        for i, changed in enumerate((1, 3, 5, 7, 9, 11, 13)):
+            model(_repeating_clip(changed))
+            kept.append(int(model.tokens_kept.max()))
+            if i == 0:
+                first = dynamo_counts()["frames_compiled"] - start
+    assert kept == [17, 19, 21, 23, 25, 27, 29]
+    total = dynamo_counts()["frames_compiled"] - start
+    assert total <= 2 * first, f"{total} frames compiled for 7 token counts ({first} for the first)"
+
+
 def test_compile_config_reaches_the_model_and_fsdp_is_refused() -> None:
     cfg = tiny_cfg("vit")
     cfg.MODEL.COMPILE, cfg.MODEL.COMPILE_BACKEND = True, "aot_eager"

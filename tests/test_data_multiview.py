@@ -67,7 +67,9 @@ def _model() -> nn.Module:
 def _scores(cfg) -> tuple[dict, list]:
     loader = build_loader(cfg, "test")
     with torch.no_grad():
-        records, skipped = collect_view_logits(_model(), loader, ClipPreprocessor(cfg, "cpu"), None)
+        records, skipped = collect_view_logits(
+            _model(), loader, ClipPreprocessor(cfg, "cpu"), None, cfg.DATA.TEST_CROP_SIZE
+        )
     return records, skipped
 
 

@@ -5,7 +5,7 @@
 every transformer block and on the root, so each rank keeps 1/world of every parameter, gradient and
 AdamW state and all-gathers a block's weights only while that block runs. On GPU the blocks compute
 in bf16 with fp32 gradient reduction (``MixedPrecisionPolicy``) when TRAIN.MIXED_PRECISION is on.
-FSDP2 hooks a block's ``forward`` (and ``Block.forward_replace``, registered here), so it works for any
+FSDP2 hooks a block's ``forward`` (and ``Block.fsdp_forward_methods``, registered here), so it works for any
 arch whose per-block work goes through those (every stvideo arch; dynamic token counts only change
 activation shapes, never parameter shapes). A single process (no process group) runs the plain model
 and still writes sharded (DCP) checkpoints, so a run can move between 1 and N ranks.
@@ -73,8 +73,8 @@ def wrap_model(cfg: CfgNode, model: nn.Module, device: torch.device) -> nn.Modul
     policy = mixed_precision(cfg, device)
     for unit in shard_units(model):
         fully_shard(unit, mesh=mesh, mp_policy=policy)
-        if hasattr(unit, "forward_replace"):  # a block method called instead of forward (stvit_swin)
-            register_fsdp_forward_method(unit, "forward_replace")
+        for name in getattr(unit, "fsdp_forward_methods", ()):  # block methods called instead of forward
+            register_fsdp_forward_method(unit, name)
     fully_shard(model, mesh=mesh, mp_policy=policy)
     return model
 

@@ -18,15 +18,13 @@ forward :attr:`RLTViT.kept_mask` (B, T', H', W') and :attr:`RLTViT.tokens_kept` 
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 from fvcore.common.config import CfgNode
 from torch import Tensor, nn
 
 from .build import register_model, vit_kwargs
-from .vit import Block, VideoViT, checkpoint_filter_fn, gather_tokens
+from .vit import VideoViT, checkpoint_filter_fn, gather_tokens
 
 
 def tube_differences(video: Tensor, tubelet: int, patch: int) -> Tensor:
@@ -71,11 +69,6 @@ class RLTViT(VideoViT):
         first = torch.ones_like(diff[:, :1], dtype=torch.bool)
         return torch.cat([first, diff >= self.threshold], dim=1)
 
-    @staticmethod
-    def _masked_block(blk: Block, x: Tensor, mask: Tensor) -> Tensor:
-        x = x + blk.drop_path1(blk.ls1(blk.attn(blk.norm1(x), None, mask)))
-        return x + blk.mlp_residual(x)
-
     def forward_features(self, video: Tensor) -> Tensor:
         """Embed, drop repeated tubes, run the blocks on the kept ones; (B, prefix + T'H'W', C) expanded."""
         x, grid = self.embed(video)
@@ -97,7 +90,7 @@ class RLTViT(VideoViT):
         mask = torch.cat([valid.new_ones(b, p), valid], dim=1).view(b, 1, 1, p + m)
         x = torch.cat([x[:, :p], gather_tokens(x[:, p:], order)], dim=1)
         for blk in self.blocks:
-            x = self.run_block(partial(self._masked_block, blk), x, mask)
+            x = self.run_block(blk, x, None, mask)
         # Every tube reads the slot of the kept tube that starts its run.
         s = keep3d.shape[2] * keep3d.shape[3]
         source = (start * s + torch.arange(s, device=x.device)).flatten(1)

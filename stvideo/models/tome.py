@@ -19,15 +19,13 @@ after every layer (for visualisation and tests).
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 from fvcore.common.config import CfgNode
 from torch import Tensor
 
 from .build import register_model, vit_kwargs
-from .vit import Attention, Block, Grid, VideoViT, checkpoint_filter_fn, gather_tokens
+from .vit import Attention, Grid, VideoViT, checkpoint_filter_fn, gather_tokens
 
 
 class KeyStashAttention(Attention):
@@ -123,14 +121,6 @@ class ToMeViT(VideoViT):
             blk.attn.load_state_dict(old.state_dict())
         self.merge_groups: list[Tensor] = []
 
-    @staticmethod
-    def _attend(blk: Block, x: Tensor, bias: Tensor | None) -> Tensor:
-        return x + blk.drop_path1(blk.ls1(blk.attn(blk.norm1(x), None, bias)))
-
-    @staticmethod
-    def _feed_forward(blk: Block, x: Tensor) -> Tensor:
-        return x + blk.mlp_residual(x)
-
     def forward_tokens(self, x: Tensor, grid: Grid) -> Tensor:
         """Blocks with merging; returns the *unmerged* tokens (B, prefix + T'H'W', C) in input order.
 
@@ -144,7 +134,7 @@ class ToMeViT(VideoViT):
         self.merge_groups = []
         for blk, r in zip(self.blocks, self.merges, strict=True):
             bias = size.log().view(b, 1, 1, -1) if merged and self.prop_attn else None
-            x = self.run_block(partial(self._attend, blk), x, bias)
+            x = self.run_block(blk.attend, x, bias)
             r = min(r, (x.shape[1] - int(self.keep_cls)) // 2)
             if r > 0:
                 metric = blk.attn.keys.mean(dim=1)
@@ -152,7 +142,7 @@ class ToMeViT(VideoViT):
                 group = old_to_new.gather(1, group)
                 merged = True
             blk.attn.keys = None
-            x = self.run_block(partial(self._feed_forward, blk), x)
+            x = self.run_block(blk.feed_forward, x)
             self.merge_groups.append(group)
         return gather_tokens(x, group) if merged else x
 

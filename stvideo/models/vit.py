@@ -167,17 +167,32 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init > 0 else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def attn_residual(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """The attention branch's output before it is added to ``x``."""
+    # Methods token methods call instead of ``forward``; FSDP2 registers them as forward methods so it
+    # gathers the block's weights for them too (stvideo.engine.strategy). ``forward`` never calls them.
+    fsdp_forward_methods = ("forward_replace", "attend", "feed_forward")
+
+    def attn_residual(
+        self, x: Tensor, context: Tensor | None = None, attn_mask: Tensor | None = None
+    ) -> Tensor:
+        """The attention branch's output before it is added to ``x`` (``attn_mask``: SDPA's mask)."""
         ctx = None if context is None else self.norm1(context)
-        return self.drop_path1(self.ls1(self.attn(self.norm1(x), ctx)))
+        return self.drop_path1(self.ls1(self.attn(self.norm1(x), ctx, attn_mask)))
 
     def mlp_residual(self, x: Tensor) -> Tensor:
         """The MLP branch's output before it is added to ``x``."""
         return self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        x = x + self.attn_residual(x, context)
+    def forward(self, x: Tensor, context: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
+        x = x + self.attn_residual(x, context, attn_mask)
+        return x + self.mlp_residual(x)
+
+    def attend(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """The first half of ``forward`` (self-attention and its residual), for methods that change the
+        tokens between the halves (ToMe merges there)."""
+        return x + self.attn_residual(x, None, attn_mask)
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        """The second half of ``forward`` (MLP and its residual)."""
         return x + self.mlp_residual(x)
 
     def forward_replace(self, x: Tensor, context: Tensor) -> Tensor:
