@@ -69,9 +69,10 @@ def make_ssv2(root: Path, n: int) -> None:
         (root / f"something-something-v2-{split}.json").write_text(json.dumps(entries))
 
 
-def bench_cfg(root: Path, dataset: str, aug: bool):
+def bench_cfg(root: Path, dataset: str, aug: bool, eval_resize: str = "decoder"):
     """16 x 224 config of the benchmark (K400: dense 16x4; SSv2: segment 16), 5x3 / 2x3 test views."""
     cfg = get_cfg()
+    cfg.DATA.EVAL_RESIZE = eval_resize
     cfg.DATA.PATH_TO_DATA_DIR = str(root)
     cfg.DATA.NUM_FRAMES = 16
     cfg.DATA.SAMPLING_RATE = 4
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--videos", type=int, default=8, help="videos to generate per dataset")
     p.add_argument("--repeats", type=int, default=2, help="passes over the videos")
     p.add_argument("--out", default="", help="also write the results as json here")
+    p.add_argument("--modes", default="train,test", help="which pipelines: train, test or both")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # as in a DataLoader worker
 
@@ -169,13 +171,19 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     for name, cls in (("k400", Kinetics), ("ssv2", SSv2)):
-        for mode, aug in (("train", False), ("train", True), ("test", False)):
-            cfg = bench_cfg(roots[name], name, aug)
+        pipelines = [("train", False, "decoder"), ("train", True, "decoder")]
+        pipelines += [("test", False, "decoder"), ("test", False, "torchvision")]
+        for mode, aug, eval_resize in pipelines:
+            if mode not in args.modes.split(","):
+                continue
+            cfg = bench_cfg(roots[name], name, aug, eval_resize)
             ds = cls(cfg, mode, "test" if mode == "test" else "train")
             clips_per_item = ds.num_views if mode == "test" else 1
             pipe, raw = time_pipeline_and_raw(ds, args.repeats)
             row = {
-                "pipeline": f"{name} {mode}" + (" +RandAug+erase" if aug else ""),
+                "pipeline": f"{name} {mode}"
+                + (" +RandAug+erase" if aug else "")
+                + (f" ({eval_resize} resize)" if mode == "test" else ""),
                 "clips_per_item": clips_per_item,
                 "pipeline_clips_per_s": clips_per_item / pipe,
                 "raw_decode_clips_per_s": clips_per_item / raw,
@@ -186,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
             cut = f"  views cut on the CPU {row.get('cut_views_cpu_ms_per_video', 0):.1f} ms/video"
             rows.append(row)
             print(
-                f"{row['pipeline']:<28} pipeline {row['pipeline_clips_per_s']:7.2f} clips/s  "
+                f"{row['pipeline']:<32} pipeline {row['pipeline_clips_per_s']:7.2f} clips/s  "
                 f"raw decode {row['raw_decode_clips_per_s']:7.2f} clips/s  ratio {row['ratio']:.2f}"
                 + (cut if mode == "test" else ""),
                 flush=True,

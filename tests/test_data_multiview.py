@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torchvision.transforms import v2
 
 from stvideo.config.defaults import get_cfg
 from stvideo.data import build_loader
@@ -128,3 +129,33 @@ def test_every_decoder_gives_the_same_scores_and_bad_file_reports(root):
     assert preds["decord"] == preds["pyav"] == preds["torchcodec"]
     assert metrics["decord"][0] == metrics["pyav"][0] == metrics["torchcodec"][0]
     assert np.isfinite(metrics["pyav"][0]["top1"])
+
+
+def test_torchvision_eval_resize_gives_every_decoder_the_same_pixels(tmp_path):
+    """DATA.EVAL_RESIZE torchvision: each decoder decodes at full size and torchvision resizes, so the test
+    frames (and the val view) of every decoder are the same bytes: a full-size PyAV decode resized by
+    ``v2.Resize(32, antialias=True)``. Short sides of 48, so the decoders' own scalers are not used."""
+    V.write_video(tmp_path / "a.mp4", V.textured_frames(40, 48, 96), gop=12, options={"bf": "3"})
+    V.write_video(tmp_path / "b.webm", V.textured_frames(30, 48, 84), codec="vp9", fps=12)
+    for split in ("test", "val"):
+        (tmp_path / f"{split}.csv").write_text("a.mp4 0\nb.webm 1\n")
+    resize = v2.Resize(32, antialias=True)
+    vals = {}
+    for decoder in DECODERS:
+        cfg = _cfg(tmp_path, decoder)
+        cfg.DATA.EVAL_RESIZE = "torchvision"
+        test, val = build_loader(cfg, "test").dataset, build_loader(cfg, "val").dataset
+        for i, name in enumerate(("a.mp4", "b.webm")):
+            item = test[i]
+            with VideoFile(str(tmp_path / name), "pyav", 0) as vf:
+                assert vf.frame_size[0] == 48  # decoded at full size
+                idx = test.test_frame_indices(vf.info.num_frames, vf.info.fps, 2)
+                full = torch.from_numpy(vf.get_frames(idx.reshape(-1)))
+            expected = resize(full.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).unflatten(0, idx.shape)
+            assert torch.equal(item["frames"], expected), (decoder, name)
+            assert item["crops"].tolist() == [
+                list(b) for b in test.test_transform.crop_boxes(*expected.shape[2:4])
+            ]
+        vals[decoder] = torch.stack([val[i]["video"] for i in range(2)])
+    assert vals["pyav"].shape == (2, 3, 4, 32, 32)
+    assert torch.equal(vals["decord"], vals["pyav"]) and torch.equal(vals["torchcodec"], vals["pyav"])

@@ -8,8 +8,8 @@ Items (see docs/data.md):
   (k, ERASE_FIELDS) (one decode, k augmentations; ``collate_train`` flattens them).
 * val: ``{"video": (C, T, S, S) uint8, "label", "index", "video_id"}``, the center view.
 * test: ``{"frames": (N, T, H, W, 3) uint8, "crops": (S, 2), "label", "index", "video_id"}``: the
-  N = NUM_ENSEMBLE_VIEWS temporal views decoded in one pass with the short side at TEST_CROP_SIZE, and the
-  (top, left) corners of the S = NUM_SPATIAL_CROPS crops; ``transforms.cut_views`` makes the V = N x S views
+  N = NUM_ENSEMBLE_VIEWS temporal views decoded in one pass, short side resized to TEST_CROP_SIZE (by
+  torchvision after a full-size decode, or by the decoder: DATA.EVAL_RESIZE), and the (top, left) corners of the S = NUM_SPATIAL_CROPS crops; ``transforms.cut_views`` makes the V = N x S views
   (V, C, T, S, S) ordered temporal-major (view = t * S + s), on the evaluator's device.
 
 A training video that fails to decode is replaced by another sample (bounded retries, logged with its
@@ -191,9 +191,13 @@ class VideoDataset(Dataset):
         item["damaged"] = int(damage is not None)
         return item
 
+    def _eval_short_side(self) -> int:
+        """Short side the decoder resizes val/test frames to (0: full size, resized by ``test_transform``)."""
+        return self.cfg.DATA.TEST_CROP_SIZE if self.cfg.DATA.EVAL_RESIZE == "decoder" else 0
+
     def _load_val(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
-        with self._open(s.path, self.cfg.DATA.TEST_CROP_SIZE) as vf:
+        with self._open(s.path, self._eval_short_side()) as vf:
             idx = self.test_frame_indices(vf.info.num_frames, vf.info.fps, 1)[0]
             frames = torch.from_numpy(vf.get_frames(idx))
             damage = self._check_damage(vf)
@@ -204,7 +208,7 @@ class VideoDataset(Dataset):
         """All views of video ``index`` from one decode (raises DecodeError and friends on bad input):
         the decoded temporal views and the crop corners; ``transforms.cut_views`` cuts them on the device."""
         s = self.samples[index]
-        with self._open(s.path, self.cfg.DATA.TEST_CROP_SIZE) as vf:
+        with self._open(s.path, self._eval_short_side()) as vf:
             idx = self.test_frame_indices(vf.info.num_frames, vf.info.fps, self.num_temporal_views)
             frames = torch.from_numpy(vf.get_frames(idx.reshape(-1)))
             damage = self._check_damage(vf)
