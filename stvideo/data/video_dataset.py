@@ -9,7 +9,8 @@ Items (see docs/data.md):
 * val: ``{"video": (C, T, S, S) uint8, "label", "index", "video_id"}``, the center view.
 * test: ``{"frames": (N, T, H, W, 3) uint8, "crops": (S, 2), "label", "index", "video_id"}``: the
   N = NUM_ENSEMBLE_VIEWS temporal views decoded in one pass, short side resized to TEST_CROP_SIZE (by
-  torchvision after a full-size decode, or by the decoder: DATA.EVAL_RESIZE), and the (top, left) corners of the S = NUM_SPATIAL_CROPS crops; ``transforms.cut_views`` makes the V = N x S views
+  torchvision after a full-size decode, or by the decoder: DATA.EVAL_RESIZE), and the (top, left) corners
+  of the S = NUM_SPATIAL_CROPS crops; ``transforms.cut_views`` makes the V = N x S views
   (V, C, T, S, S) ordered temporal-major (view = t * S + s), on the evaluator's device.
 
 A training video that fails to decode is replaced by another sample (bounded retries, logged with its
