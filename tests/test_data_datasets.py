@@ -188,8 +188,9 @@ def test_portrait_crops_cover_height(kinetics_root):
 
 
 def test_odd_size_webm_resized_on_decode(kinetics_root):
-    """33x47 VP9 decoded at short side 32 (32x46); 24 frames: span 7, start range 17 -> starts 4, 12."""
-    ds = Kinetics(tiny_cfg(kinetics_root), "test", "test")
+    """33x47 VP9 decoded at short side 32 (32x46) by the decoder (DATA.EVAL_RESIZE decoder); 24 frames:
+    span 7, start range 17 -> starts 4, 12."""
+    ds = Kinetics(tiny_cfg(kinetics_root, DATA__EVAL_RESIZE="decoder"), "test", "test")
     item = with_views(ds[2])
     assert item["frames"].shape == (2, 4, 32, 46, 3) and item["crops"].tolist() == [[0, 0], [0, 7], [0, 14]]
     assert item["video"].shape == (6, 3, 4, 32, 32)

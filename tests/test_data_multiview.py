@@ -15,7 +15,7 @@ from stvideo.config.defaults import get_cfg
 from stvideo.data import build_loader
 from stvideo.data.decoding import VideoFile
 from stvideo.data.preprocessor import ClipPreprocessor
-from stvideo.data.transforms import cut_views
+from stvideo.data.transforms import cut_views, resize_short_side, resize_short_side_size, views_of_test_batch
 from stvideo.engine.evaluator import collect_view_logits, video_metrics
 from tests import videos as V
 
@@ -132,9 +132,9 @@ def test_every_decoder_gives_the_same_scores_and_bad_file_reports(root):
 
 
 def test_torchvision_eval_resize_gives_every_decoder_the_same_pixels(tmp_path):
-    """DATA.EVAL_RESIZE torchvision: each decoder decodes at full size and torchvision resizes, so the test
-    frames (and the val view) of every decoder are the same bytes: a full-size PyAV decode resized by
-    ``v2.Resize(32, antialias=True)``. Short sides of 48, so the decoders' own scalers are not used."""
+    """DATA.EVAL_RESIZE torchvision: each decoder decodes at full size (the same bytes: a PyAV decode)
+    and the evaluator resizes with ``v2.Resize(32, antialias=True)`` before cutting, so every decoder's
+    test views and val view are the same bytes. Short sides of 48: the decoders' own scalers are unused."""
     V.write_video(tmp_path / "a.mp4", V.textured_frames(40, 48, 96), gop=12, options={"bf": "3"})
     V.write_video(tmp_path / "b.webm", V.textured_frames(30, 48, 84), codec="vp9", fps=12)
     for split in ("test", "val"):
@@ -148,14 +148,23 @@ def test_torchvision_eval_resize_gives_every_decoder_the_same_pixels(tmp_path):
         for i, name in enumerate(("a.mp4", "b.webm")):
             item = test[i]
             with VideoFile(str(tmp_path / name), "pyav", 0) as vf:
-                assert vf.frame_size[0] == 48  # decoded at full size
                 idx = test.test_frame_indices(vf.info.num_frames, vf.info.fps, 2)
-                full = torch.from_numpy(vf.get_frames(idx.reshape(-1)))
-            expected = resize(full.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).unflatten(0, idx.shape)
-            assert torch.equal(item["frames"], expected), (decoder, name)
-            assert item["crops"].tolist() == [
-                list(b) for b in test.test_transform.crop_boxes(*expected.shape[2:4])
-            ]
+                full = torch.from_numpy(vf.get_frames(idx.reshape(-1))).unflatten(0, idx.shape)
+            assert full.shape[2] == 48 and torch.equal(item["frames"], full), (decoder, name)
+            resized = resize(full.flatten(0, 1).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).unflatten(0, (2, 4))
+            boxes = test.test_transform.crop_boxes(*resized.shape[2:4])
+            assert item["crops"].tolist() == [list(b) for b in boxes]
+            views = views_of_test_batch({"frames": [item["frames"]], "crops": [item["crops"]]}, "cpu", 32)
+            assert torch.equal(views[0], cut_views(resized, boxes, 32)), (decoder, name)
         vals[decoder] = torch.stack([val[i]["video"] for i in range(2)])
     assert vals["pyav"].shape == (2, 3, 4, 32, 32)
     assert torch.equal(vals["decord"], vals["pyav"]) and torch.equal(vals["torchcodec"], vals["pyav"])
+
+
+@pytest.mark.parametrize(
+    "height, width", [(48, 96), (48, 84), (240, 427), (256, 340), (427, 240), (33, 33), (31, 97)]
+)
+def test_crop_corners_are_computed_for_torchvisions_resized_size(height, width):
+    """The worker computes crop corners for the size the evaluator's resize will produce."""
+    frames = torch.zeros(1, 1, height, width, 3, dtype=torch.uint8)
+    assert tuple(resize_short_side(frames, 32).shape[2:4]) == resize_short_side_size(height, width, 32)

@@ -193,7 +193,7 @@ def test_rlt_mask_is_the_tubes_the_model_kept():
     clip[:, :, 2:] = clip[:, :, :2]  # the second tubelet repeats the first ...
     clip[:, :, 2:, :8, :8] += 1.0  # ... except at one patch
     (m,) = extract_token_maps(model, "rlt", clip).maps
-    assert m.title == "kept 17/32 (threshold 0.05)" and int(model.tokens_kept[0]) == 17
+    assert m.title == "kept 17/32" and int(model.tokens_kept[0]) == 17
     expected = torch.zeros(GRID)
     expected[0], expected[1, 0, 0] = 1.0, 1.0
     assert torch.equal(m.values, expected)

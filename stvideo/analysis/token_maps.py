@@ -282,7 +282,7 @@ def rlt_maps(model: nn.Module, clip: Tensor, layers: Sequence[int] | None) -> To
     logits = _logits(model(clip))
     kept = model.kept_mask[0].flatten().nonzero()[:, 0]
     n = math.prod(model.grid)
-    title = f"kept {kept.numel()}/{n} (threshold {model.threshold:g})"
+    title = f"kept {kept.numel()}/{n}"
     return TokenMaps("rlt", logits, model.grid, [mask_map(title, kept, model.grid)])
 
 

@@ -46,10 +46,10 @@ _C.DATA.INPUT_CHANNEL_NUM = 3  # input channels
 _C.DATA.DECODING_BACKEND = "decord"  # video decoder: decord, pyav or torchcodec (docs/data.md, "Decoders")
 _C.DATA.DECODE_DEVICE = "cpu"  # cpu, or cuda to decode with torchcodec on the GPU (frames return to the host)
 _C.DATA.DECODE_SHORT_SIDE = 0  # train: resize on decode to this short side if > 0 (val/test: TEST_CROP_SIZE)
-# val/test short side to TEST_CROP_SIZE by the decoder's own scaler (decoder) or by a full-size decode then
-# torchvision's antialiased bilinear resize, the scaler of the training crops (torchvision: faster, and the
-# same pixels from every decoder; docs/data.md, "Test pipeline")
-_C.DATA.EVAL_RESIZE = "torchvision"
+# val/test short side to TEST_CROP_SIZE: by the decoder's own scaler (decoder), or a full-size decode then
+# torchvision's antialiased bilinear resize, the scaler of the training crops, for test on the evaluator's
+# device (torchvision: faster, and the same pixels from every decoder; docs/data.md, "Test pipeline")
+_C.DATA.EVAL_RESIZE = "torchvision"  # val/test resize: torchvision or decoder (comment above)
 _C.DATA.VIDEO_EXT = ".webm"  # SSv2: file extension appended to video ids
 _C.DATA.MAX_CONSECUTIVE_FAILURES = 10  # training stops after this many undecodable samples in a row
 _C.DATA.NUM_RETRIES = 10  # other samples tried when one video fails to decode in training

@@ -142,7 +142,6 @@ class TestTransform:
     def __init__(self, cfg: CfgNode, num_crops: int):
         self.size = cfg.DATA.TEST_CROP_SIZE
         self.num_crops = num_crops
-        self.resize = v2.Resize(self.size, antialias=True)
 
     def crop_boxes(self, height: int, width: int) -> list[tuple[int, int]]:
         """(top, left) of every crop in a frame whose short side is already ``size``."""
@@ -152,19 +151,32 @@ class TestTransform:
         left = crop_offsets(width, self.size, 1)[0]
         return [(top, left) for top in crop_offsets(height, self.size, self.num_crops)]
 
-    def resize_short_side(self, frames: torch.Tensor) -> torch.Tensor:
-        """(N, T, H, W, 3) uint8 frames, short side at ``size`` (unchanged when the decoder resized them)."""
-        if min(frames.shape[2:4]) == self.size:
-            return frames
-        n, t = frames.shape[:2]
-        x = self.resize(frames.flatten(0, 1).permute(0, 3, 1, 2))  # (N*T, C, H, W)
-        return x.permute(0, 2, 3, 1).unflatten(0, (n, t))
-
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, T, H, W, 3) uint8 frames of N temporal views -> (N * num_crops, C, T, size, size) uint8
         views, temporal-major (view = n * num_crops + crop)."""
-        frames = self.resize_short_side(frames)
+        frames = resize_short_side(frames, self.size)
         return cut_views(frames, self.crop_boxes(*frames.shape[2:4]), self.size)
+
+
+def resize_short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) of a frame after :func:`resize_short_side` to ``size`` (torchvision's ``Resize``
+    rule: the short side becomes ``size``, the long side ``int(size * long / short)``; unchanged when the
+    short side is already ``size``, as the decoder's scaler leaves it)."""
+    if min(height, width) == size:
+        return height, width
+    if height <= width:
+        return size, int(size * width / height)
+    return int(size * height / width), size
+
+
+def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, T, H, W, 3) uint8 frames on any device, short side resized to ``size`` by torchvision's
+    antialiased bilinear resize (the training crops' scaler); unchanged when already at ``size``."""
+    if min(frames.shape[2:4]) == size:
+        return frames
+    n, t = frames.shape[:2]
+    x = v2.functional.resize(frames.flatten(0, 1).permute(0, 3, 1, 2), [size], antialias=True)
+    return x.permute(0, 2, 3, 1).unflatten(0, (n, t))
 
 
 def cut_views(frames: torch.Tensor, boxes: list[tuple[int, int]] | torch.Tensor, size: int) -> torch.Tensor:
@@ -189,10 +201,12 @@ def cut_views(frames: torch.Tensor, boxes: list[tuple[int, int]] | torch.Tensor,
 
 
 def views_of_test_batch(batch: dict, device: torch.device | str, size: int) -> torch.Tensor:
-    """A test batch's ``frames`` (list of (N, T, H, W, 3) uint8) and ``crops`` (list of (S, 2)) ->
-    (B, N * S, C, T, size, size) uint8 views on ``device`` (B = 0 when no video of the batch decoded)."""
+    """A test batch's ``frames`` (list of (N, T, H, W, 3) uint8, any short side) and ``crops`` (list of
+    (S, 2), corners in the frames resized to ``size``) -> (B, N * S, C, T, size, size) uint8 views on
+    ``device`` (B = 0 when no video of the batch decoded). Frames decoded at full size
+    (DATA.EVAL_RESIZE torchvision) are resized here, on ``device``."""
     views = [
-        cut_views(frames.to(device, non_blocking=True), crops, size)
+        cut_views(resize_short_side(frames.to(device, non_blocking=True), size), crops, size)
         for frames, crops in zip(batch["frames"], batch["crops"], strict=True)
     ]
     if not views:

@@ -8,10 +8,11 @@ Items (see docs/data.md):
   (k, ERASE_FIELDS) (one decode, k augmentations; ``collate_train`` flattens them).
 * val: ``{"video": (C, T, S, S) uint8, "label", "index", "video_id"}``, the center view.
 * test: ``{"frames": (N, T, H, W, 3) uint8, "crops": (S, 2), "label", "index", "video_id"}``: the
-  N = NUM_ENSEMBLE_VIEWS temporal views decoded in one pass, short side resized to TEST_CROP_SIZE (by
-  torchvision after a full-size decode, or by the decoder: DATA.EVAL_RESIZE), and the (top, left) corners
-  of the S = NUM_SPATIAL_CROPS crops; ``transforms.cut_views`` makes the V = N x S views
-  (V, C, T, S, S) ordered temporal-major (view = t * S + s), on the evaluator's device.
+  N = NUM_ENSEMBLE_VIEWS temporal views decoded in one pass (at full size, or with the short side at
+  TEST_CROP_SIZE by the decoder's scaler: DATA.EVAL_RESIZE) and the (top, left) corners of the
+  S = NUM_SPATIAL_CROPS crops in frames of short side TEST_CROP_SIZE; ``transforms.views_of_test_batch``
+  resizes full-size frames and makes the V = N x S views (V, C, T, S, S) ordered temporal-major
+  (view = t * S + s), on the evaluator's device.
 
 A training video that fails to decode is replaced by another sample (bounded retries, logged with its
 path on logger ``stvideo.data``, counted in ``skipped``); after DATA.MAX_CONSECUTIVE_FAILURES failures in
@@ -41,7 +42,7 @@ from torch.utils.data import Dataset
 
 from . import sampling
 from .decoding import DamagedVideoError, DecodeError, VideoFile, require_backend
-from .transforms import TestTransform, TrainTransform
+from .transforms import TestTransform, TrainTransform, resize_short_side_size
 
 logger = logging.getLogger("stvideo.data")
 
@@ -207,14 +208,16 @@ class VideoDataset(Dataset):
 
     def load_test(self, index: int) -> dict[str, Any]:
         """All views of video ``index`` from one decode (raises DecodeError and friends on bad input):
-        the decoded temporal views and the crop corners; ``transforms.cut_views`` cuts them on the device."""
+        the decoded temporal views and the crop corners; ``transforms.views_of_test_batch`` resizes (when
+        decoded at full size) and cuts them on the evaluator's device."""
         s = self.samples[index]
         with self._open(s.path, self._eval_short_side()) as vf:
             idx = self.test_frame_indices(vf.info.num_frames, vf.info.fps, self.num_temporal_views)
             frames = torch.from_numpy(vf.get_frames(idx.reshape(-1)))
             damage = self._check_damage(vf)
-        frames = self.test_transform.resize_short_side(frames.unflatten(0, idx.shape))  # (N, T, H, W, 3)
-        crops = torch.tensor(self.test_transform.crop_boxes(*frames.shape[2:4]), dtype=torch.long)
+        frames = frames.unflatten(0, idx.shape)  # (N, T, H, W, 3) as decoded: the evaluator resizes them
+        resized = resize_short_side_size(*frames.shape[2:4], self.cfg.DATA.TEST_CROP_SIZE)
+        crops = torch.tensor(self.test_transform.crop_boxes(*resized), dtype=torch.long)
         item = {"frames": frames, "crops": crops, "label": s.label, "index": index, "video_id": s.video_id}
         return {**item, "damage": damage}
 
