@@ -21,6 +21,7 @@ from stvideo.analysis.arena import (
     closest_index,
     knob_candidates,
     method_cfg,
+    parse_trained,
     rlt_thresholds,
 )
 from stvideo.config import get_cfg, load_config
@@ -124,8 +125,9 @@ def test_sweep_tool_end_to_end(tmp_path, tiny_synth_opts) -> None:
     cfg = load_config(SYNTH_CFG, opts)
     torch.manual_seed(0)
     torch.save({"model": build_model(cfg).state_dict()}, tmp_path / "vit.pyth")
-    metrics = tmp_path / "test_metrics.json"
-    metrics.write_text(json.dumps({"top1": 30.0, "top5": 70.0}))
+    seeds = [tmp_path / f"s{i}_test_metrics.json" for i in (0, 1)]  # a trained method over two seeds
+    seeds[0].write_text(json.dumps({"top1": 30.0, "top5": 70.0}))
+    seeds[1].write_text(json.dumps({"top1": 40.0, "top5": 80.0}))
     out = tmp_path / "sweep"
     cmd = [sys.executable, str(REPO / "tools/sweep_budgets.py"), "--cfg", SYNTH_CFG]
     cmd += ["--checkpoint", str(tmp_path / "vit.pyth"), "--budgets", "0.8,0.5", "--out", str(out)]
@@ -135,7 +137,7 @@ def test_sweep_tool_end_to_end(tmp_path, tiny_synth_opts) -> None:
         "--warmup",
         "1",
         "--trained",
-        f"tome_t={REPO / 'configs/synth/tome_t.yaml'}:{metrics}",
+        f"tome_t={REPO / 'configs/synth/tome_t.yaml'}:{seeds[0]},{seeds[1]}",
     ]
     proc = subprocess.run([*cmd, *opts], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -148,6 +150,22 @@ def test_sweep_tool_end_to_end(tmp_path, tiny_synth_opts) -> None:
         a, b = (r for r in rows if r["method"] == method)
         assert b["gflops"] <= a["gflops"]
     assert rows[3]["rlt_gflops"]["tokens_kept_max"] <= math.prod((2, 4, 4))
-    assert report["trained"][0]["top1"] == 30.0 and report["trained"][0]["arch"] == "tome"
-    assert "| tome " in out.with_suffix(".md").read_text()
+    marker = report["trained"][0]
+    assert marker["arch"] == "tome" and marker["top1_runs"] == [30.0, 40.0] and marker["seeds"] == 2
+    assert marker["top1"] == 35.0 and marker["top5"] == 75.0
+    assert marker["top1_std"] == pytest.approx(50.0**0.5)  # sample std of 30 and 40
+    table = out.with_suffix(".md").read_text()
+    assert "| tome " in table and "35.0 ± 7.1 (2 seeds)" in table
     assert out.with_suffix(".png").stat().st_size > 10000
+
+
+def test_trained_markers_parse_each_seed(tmp_path) -> None:
+    cfg, m0, m1 = (tmp_path / n for n in ("c.yaml", "a.json", "b.json"))
+    for path in (cfg, m0, m1):
+        path.write_text("{}")
+    (marker,) = parse_trained([f"tome={cfg}:{m0},{m1}"])
+    assert marker.name == "tome" and marker.config == str(cfg) and marker.metrics == [str(m0), str(m1)]
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        parse_trained([f"tome={cfg}:{m0},{tmp_path / 'missing.json'}"])
+    with pytest.raises(ValueError, match="NAME=CONFIG.yaml"):
+        parse_trained([f"tome={cfg}"])

@@ -3,7 +3,7 @@
 
     python tools/sweep_budgets.py --cfg configs/synth/vit_t.yaml --checkpoint RUN/checkpoints/last.pyth
         [--methods tome,rlt,evovit,random_drop,uniform_pool] [--budgets 0.8,0.6,0.45,0.35]
-        [--trained NAME=CONFIG.yaml:test_metrics.json ...] [--out output/arena/sweep] [KEY VALUE ...]
+        [--trained NAME=CONFIG.yaml:test_metrics.json[,...] ...] [--out output/arena/sweep] [KEY VALUE ...]
 
 Budget = target fraction of the ViT's GFLOPs per view; each method's knob is searched with the
 fvcore FLOP counter and the closest value is used (the achieved fraction is reported). Every model is

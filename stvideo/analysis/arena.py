@@ -273,26 +273,44 @@ def evaluate(
 
 @dataclass
 class Trained:
-    """A model trained with its method (a marker in the plot): config and its test_metrics.json."""
+    """A model trained with its method (a plot marker): its config and each seed's test_metrics.json."""
 
     name: str
     config: str
-    metrics: str
+    metrics: list[str]
 
 
 def parse_trained(items: Iterable[str]) -> list[Trained]:
-    """``NAME=CONFIG.yaml:test_metrics.json`` items."""
+    """``NAME=CONFIG.yaml:test_metrics.json[,test_metrics.json ...]`` items (one metrics file per seed)."""
     out = []
     for item in items:
         name, _, rest = item.partition("=")
         config, _, metrics = rest.partition(":")
-        if not (name and config and metrics):
-            raise ValueError(f"--trained {item!r}: use NAME=CONFIG.yaml:test_metrics.json")
-        for path in (config, metrics):
+        files = [m for m in metrics.split(",") if m]
+        if not (name and config and files):
+            raise ValueError(f"--trained {item!r}: use NAME=CONFIG.yaml:test_metrics.json[,...]")
+        for path in (config, *files):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"--trained {item!r}: no file {path}")
-        out.append(Trained(name, config, metrics))
+        out.append(Trained(name, config, files))
     return out
+
+
+def seed_summary(metrics_files: list[str]) -> dict[str, Any]:
+    """top-1 / top-5 mean, top-1 sample std (0 for one seed) and the per-seed top-1 of ``metrics_files``."""
+    runs = []
+    for path in metrics_files:
+        with open(path) as f:
+            runs.append(json.load(f))
+    top1 = [float(m["top1"]) for m in runs]
+    top5 = [float(m["top5"]) for m in runs if m.get("top5") is not None]
+    return {
+        "top1": statistics.fmean(top1),
+        "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
+        "top1_runs": top1,
+        "top5": statistics.fmean(top5) if len(top5) == len(runs) else None,
+        "seeds": len(runs),
+    }
 
 
 def sweep(
@@ -375,8 +393,6 @@ def sweep(
             )
         else:
             gflops = model_flops(model, tview).total / 1e9
-        with open(t.metrics) as f:
-            metrics = json.load(f)
         markers.append(
             {
                 "name": t.name,
@@ -384,8 +400,7 @@ def sweep(
                 "arch": tcfg.MODEL.ARCH,
                 "gflops": gflops,
                 "fraction": gflops / base_gflops,
-                "top1": metrics["top1"],
-                "top5": metrics.get("top5"),
+                **seed_summary(t.metrics),
             }
         )
         timed[f"trained:{t.name}"] = model
@@ -428,10 +443,17 @@ def markdown_table(report: dict[str, Any]) -> str:
         ])  # fmt: skip
     for m in report["trained"]:
         rows.append([f"{m['name']} (trained)", "-", m["arch"], f"{m['gflops']:.4g}", f"{m['fraction']:.3f}",
-                     f"{m['clips_per_s']:.1f}", f"{m['speedup']:.2f}x", f"{m['top1']:.1f}",
+                     f"{m['clips_per_s']:.1f}", f"{m['speedup']:.2f}x", trained_top1(m),
                      "-" if m["top5"] is None else f"{m['top5']:.1f}"])  # fmt: skip
     headers = ["method", "budget", "knob", "GFLOPs/view", "achieved", "clips/s", "speed-up", "top-1", "top-5"]
     return tabulate(rows, headers=headers, tablefmt="github")
+
+
+def trained_top1(marker: dict[str, Any]) -> str:
+    """A trained marker's top-1: the value, or mean ± std (n seeds)."""
+    if marker.get("seeds", 1) == 1:
+        return f"{marker['top1']:.1f}"
+    return f"{marker['top1']:.1f} ± {marker['top1_std']:.1f} ({marker['seeds']} seeds)"
 
 
 def plot(report: dict[str, Any], out: str) -> None:
@@ -448,14 +470,18 @@ def plot(report: dict[str, Any], out: str) -> None:
         (axes[0], "gflops", "GFLOPs per view (fvcore)"),
         (axes[1], "clips_per_s", "CPU clips/s"),
     ):
+        colors = {}
         for method in methods:
             pts = sorted((r[key], r["top1"]) for r in report["rows"] if r["method"] == method)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+            (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+            colors[method] = line.get_color()
         ax.scatter(
             [base[key]], [base["top1"]], marker="*", s=160, color="black", label="vit (unreduced)", zorder=5
         )
         for m in report["trained"]:
-            ax.scatter([m[key]], [m["top1"]], marker="D", s=50, zorder=5)
+            color = colors.get(m["arch"], "black")  # a trained method's marker takes its curve's colour
+            std = [m.get("top1_std", 0.0)]
+            ax.errorbar([m[key]], [m["top1"]], yerr=std, fmt="D", ms=7, capsize=3, color=color, zorder=5)
             ax.annotate(
                 f"{m['name']} (trained)", (m[key], m["top1"]), textcoords="offset points", xytext=(4, 4)
             )
@@ -476,7 +502,12 @@ def parse_cli(argv: list[str] | None = None, description: str | None = None) -> 
     parser.add_argument("--checkpoint", required=True, help="the trained ViT's stvideo checkpoint")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: all)")
     parser.add_argument("--budgets", default="0.8,0.6,0.45,0.35", help="fractions of the ViT's GFLOPs")
-    parser.add_argument("--trained", nargs="+", default=[], help="NAME=CONFIG.yaml:test_metrics.json markers")
+    parser.add_argument(
+        "--trained",
+        nargs="+",
+        default=[],
+        help="NAME=CONFIG.yaml:test_metrics.json[,...] markers (one metrics file per seed: mean ± std)",
+    )
     parser.add_argument(
         "--out", default="output/arena/sweep", help="output stem: STEM.json, STEM.md, STEM.png"
     )
