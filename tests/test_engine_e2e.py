@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -43,13 +44,14 @@ def _stats(out: Path) -> list[dict]:
 
 
 def kill_after_first_epoch(opts: list[str], out: Path) -> None:
-    """Start run_net with ``opts`` and SIGKILL it as soon as its epoch-1 checkpoint exists."""
-    proc = subprocess.Popen(_cmd(opts), env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """Start run_net with ``opts``; SIGKILL it and its loader workers once its epoch-1 checkpoint exists."""
+    pipes = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    proc = subprocess.Popen(_cmd(opts), env=ENV, cwd=REPO, start_new_session=True, **pipes)
     first = out / "checkpoints" / ckpt.periodic_name(1)
     deadline = time.time() + 300
     while not first.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole job dies, as on a lost node: no orphaned worker lingers
     proc.wait()
     assert proc.returncode == -9, "the run finished before it could be killed"
 
