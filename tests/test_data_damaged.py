@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,34 @@ def test_ffmpeg_lines_do_not_reach_stderr(files, capfd):
     assert vf.damage is not None
     decord.VideoReader(str(files["cut_webm"]))  # plain decord in the same process, also routed
     assert "Read error" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["decord", "torchcodec"])
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_interrupt_inside_the_log_callback_reaches_the_caller(files, backend, interrupt):
+    """A signal handler that runs while FFmpeg is in the ctypes log callback (Ctrl-C; submitit's exit on
+    SLURM's preemption signal) raises there, where ctypes would print and drop it and the epoch would go
+    on. A trace function raising on the callback's first call stands in for that handler."""
+    calls = []
+
+    def trace(frame, event, arg):
+        code = frame.f_code
+        if event == "call" and code.co_name == "callback" and code.co_filename.endswith("ffmpeg_log.py"):
+            calls.append(code)
+            raise interrupt("signal")  # raising also unsets the trace function: one interrupt
+        return None
+
+    hook, previous = sys.unraisablehook, sys.gettrace()
+    sys.settrace(trace)
+    try:
+        with pytest.raises(interrupt, match="signal"):
+            with VideoFile(str(files["good_mp4"]), backend) as vf:
+                vf.get_frames(list(range(0, 36, 5)))
+    finally:
+        sys.settrace(previous)
+    assert len(calls) == 1 and sys.unraisablehook is hook
+    with VideoFile(str(files["good_mp4"]), backend) as vf:  # the decoder and its log capture still work
+        assert vf.get_frames([0, 35]).shape == (2, 48, 64, 3) and vf.damage is None
 
 
 def _dataset(tmp_path: Path, files: dict, mode: str, policy: str, names: list[str]) -> Kinetics:

@@ -7,9 +7,11 @@ The --local test needs no cluster: the same job through submitit's local executo
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -86,6 +88,31 @@ def _log_tail(folder: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(folder.glob("*_log.*")))
 
 
+def _task_pids(folder: Path) -> list[int]:
+    """PIDs of a job's Python tasks, found by the submitit folder in their command line (not srun's)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or it ended
+            continue
+        if argv[1:4] == [b"-u", b"-m", b"submitit.core._submit"] and argv[4].startswith(bytes(folder)):
+            pids.append(int(proc.name))
+    return pids
+
+
+def _pending(pid: int, sig: int) -> bool:
+    """Whether the signal waits for delivery to the process (SigPnd/ShdPnd in /proc/PID/status)."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    masks = [int(x.split()[1], 16) for x in lines if x.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask >> (sig - 1) & 1 for mask in masks)
+
+
+def _stopped(pid: int) -> bool:
+    """Whether the process is stopped by a signal (state T in /proc/PID/stat)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("synth_data") / "synth"
@@ -159,12 +186,29 @@ def test_preempted_job_requeues_and_resumes(tmp_path, synth_dir, reference, stra
         deadline = time.monotonic() + 300
         while not (out / "checkpoints" / f"checkpoint_epoch_00001.{ext}").exists():
             assert time.monotonic() < deadline, "no epoch-1 checkpoint in time\n" + _log_tail(logs)
-            time.sleep(0.3)
-        assert not (out / "checkpoints" / f"checkpoint_epoch_{EPOCHS:05d}.{ext}").exists(), (
-            "finished too fast"
-        )
-        # What SLURM sends on preemption (and before the time limit): USR2 to every task.
-        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+            time.sleep(0.02)
+        # Epochs take well under a second here, less than scancel takes to reach the tasks: hold the
+        # tasks (SIGSTOP) so the preemption signal lands before the last epoch, whatever the load.
+        pids = _task_pids(out / "submitit")
+        assert len(pids) == 2, pids
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            while not all(_stopped(pid) for pid in pids):
+                time.sleep(0.01)
+            assert not (out / "checkpoints" / f"checkpoint_epoch_{EPOCHS:05d}.{ext}").exists(), (
+                "finished before the tasks were held"
+            )
+            # What SLURM sends every task on preemption. The held tasks keep it pending and handle it
+            # first when continued.
+            subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+            deadline = time.monotonic() + 60
+            while not all(_pending(pid, signal.SIGUSR2) for pid in pids):
+                assert time.monotonic() < deadline, "SLURM did not deliver USR2\n" + _log_tail(logs)
+                time.sleep(0.05)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
         deadline = time.monotonic() + 300
         while not all(p.exists() for p in results):
             assert time.monotonic() < deadline, "requeued job did not finish\n" + _log_tail(logs)

@@ -272,22 +272,27 @@ class VideoFile:
         self._tc = None  # torchcodec VideoDecoder
         self._errors: list[ffmpeg_log.LogLine] = []
         self._first_bad: int | None = None
-        with ffmpeg_log.capture() as log:
-            if backend == "decord":
-                try:
-                    self._vr = decord.VideoReader(
-                        path, ctx=decord.cpu(0), num_threads=num_threads, **self._resize
-                    )
-                except (decord.DECORDError, RuntimeError) as e:  # RuntimeError: "Error reading <path>"
-                    raise DecodeError(f"{path}: decord cannot open ({_short(e)})") from e
-                num_frames, fps = len(self._vr), float(self._vr.get_avg_fps())
-            elif backend == "torchcodec":
-                num_frames, fps = self._open_torchcodec(device, log)
-            else:
-                num_frames, fps, self.declared_frames = self._pyav_count(log)
+        try:
+            with ffmpeg_log.capture() as log:
+                if backend == "decord":
+                    try:
+                        self._vr = decord.VideoReader(
+                            path, ctx=decord.cpu(0), num_threads=num_threads, **self._resize
+                        )
+                    except (decord.DECORDError, RuntimeError) as e:  # RuntimeError: "Error reading <path>"
+                        raise DecodeError(f"{path}: decord cannot open ({_short(e)})") from e
+                    num_frames, fps = len(self._vr), float(self._vr.get_avg_fps())
+                elif backend == "torchcodec":
+                    num_frames, fps = self._open_torchcodec(device, log)
+                else:
+                    num_frames, fps, self.declared_frames = self._pyav_count(log)
+        except BaseException:
+            self.close()  # now, in a capture: freeing a decoder logs, and the garbage collector runs anywhere
+            raise
         self._open_errors = log.lines  # errors while opening / indexing: no frame to pin them on
         self._errors = list(self._open_errors)
         if num_frames <= 0:
+            self.close()
             raise DecodeError(f"{path}: no decodable video frames")
         self.info = VideoInfo(num_frames=num_frames, fps=fps if fps > 0 else 30.0)
 
@@ -317,8 +322,10 @@ class VideoFile:
         self.close()
 
     def close(self) -> None:
-        """Release the decoder (decord keeps large buffers alive otherwise)."""
-        self._vr = self._tc = None
+        """Release the decoder (decord keeps large buffers alive otherwise); an interrupt that arrives
+        while its FFmpeg logs the teardown is raised here (``ffmpeg_log.capture``)."""
+        with ffmpeg_log.capture():
+            self._vr = self._tc = None
 
     def _open_torchcodec(self, device: str, log: ffmpeg_log.Capture) -> tuple[int, float]:
         """(decodable frames, fps) of a torchcodec ``VideoDecoder`` in exact mode (its packet scan is the

@@ -19,6 +19,12 @@ that torchcodec links (``libavutil.so.57`` on Debian 12). All are covered:
 ``capture()`` collects the ERROR-and-worse lines of both libraries while it is open. Captures are
 process-wide: stvideo decodes one file at a time per process (DataLoader workers are processes), so the
 lines belong to that file. A user's own ``av.logging.set_level`` is kept if it was set before.
+
+FFmpeg calls the ``ctypes`` callback for every line, TRACE and DEBUG included (its level filter sits in
+its default callback), so a decode in the main thread spends much of its time there, and a signal handler
+often runs inside it. ctypes cannot raise from a callback: it prints what the handler raised and drops it.
+``capture()`` keeps such an interrupt (``KeyboardInterrupt`` on Ctrl-C, ``SystemExit`` from submitit's
+handler of SLURM's preemption signal) and raises it when it closes, after the decoder call returned.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,6 +66,7 @@ _captures: list[list[LogLine]] = []  # open captures of the decord callback (inn
 _installed_pid: int | None = None
 _hooked: set[str] = set()  # real paths of the libavutils whose log callback is ours
 _callbacks: list[object] = []  # keep the ctypes callbacks alive
+_callback_functions: list[object] = []  # the Python functions behind them (sys.unraisablehook names these)
 _CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
 
@@ -117,6 +125,7 @@ def _install_foreign(path: str) -> None:
 
     c_callback = _CALLBACK(callback)
     _callbacks.append(c_callback)
+    _callback_functions.append(callback)
     lib.av_log_set_callback(c_callback)
 
 
@@ -171,9 +180,21 @@ class Capture:
 
 @contextlib.contextmanager
 def capture() -> Iterator[Capture]:
-    """Collect the FFmpeg ERROR (and worse) lines of both decoders while open."""
+    """Collect the FFmpeg ERROR (and worse) lines of both decoders while open; raise on close an
+    interrupt that a signal handler raised inside the log callback (see the module docstring)."""
     install()
     cap = Capture()
+    interrupts: list[BaseException] = []
+    previous_hook = sys.unraisablehook
+
+    def keep_interrupts(unraisable: sys.UnraisableHookArgs) -> None:
+        exc = unraisable.exc_value
+        if unraisable.object in _callback_functions and exc is not None and not isinstance(exc, Exception):
+            interrupts.append(exc)
+        else:
+            previous_hook(unraisable)
+
+    sys.unraisablehook = keep_interrupts
     with _lock:
         _captures.append(cap._foreign)
     pyav = av.logging.Capture(local=False)
@@ -187,3 +208,7 @@ def capture() -> Iterator[Capture]:
                 if _captures[i] is cap._foreign:  # identity: two empty captures compare equal
                     del _captures[i]
                     break
+        if sys.unraisablehook is keep_interrupts:
+            sys.unraisablehook = previous_hook
+        if interrupts:
+            raise interrupts[0]
