@@ -21,10 +21,11 @@ process-wide: stvideo decodes one file at a time per process (DataLoader workers
 lines belong to that file. A user's own ``av.logging.set_level`` is kept if it was set before.
 
 FFmpeg calls the ``ctypes`` callback for every line, TRACE and DEBUG included (its level filter sits in
-its default callback), so a decode in the main thread spends much of its time there, and a signal handler
-often runs inside it. ctypes cannot raise from a callback: it prints what the handler raised and drops it.
-``capture()`` keeps such an interrupt (``KeyboardInterrupt`` on Ctrl-C, ``SystemExit`` from submitit's
-handler of SLURM's preemption signal) and raises it when it closes, after the decoder call returned.
+its default callback): 184 calls to open a 36-frame h264 clip with decord and decode 2 frames. A signal
+handler of the main thread can run inside any of them. ctypes cannot raise from a callback: it prints
+what the handler raised and drops it. ``capture()`` keeps such an interrupt (``KeyboardInterrupt`` on
+Ctrl-C, ``SystemExit`` from submitit's handler of SLURM's preemption signal) and raises it when it
+closes, after the decoder call returned.
 """
 
 from __future__ import annotations
