@@ -187,8 +187,8 @@ def test_preempted_job_requeues_and_resumes(tmp_path, synth_dir, reference, stra
         while not (out / "checkpoints" / f"checkpoint_epoch_00001.{ext}").exists():
             assert time.monotonic() < deadline, "no epoch-1 checkpoint in time\n" + _log_tail(logs)
             time.sleep(0.02)
-        # Epochs take well under a second here, less than scancel takes to reach the tasks: hold the
-        # tasks (SIGSTOP) so the preemption signal lands before the last epoch, whatever the load.
+        # Epochs take 0.3-0.9 s here: hold the tasks (SIGSTOP) so the preemption signal lands before the
+        # last epoch, however slow SLURM is to deliver it.
         pids = _task_pids(out / "submitit")
         assert len(pids) == 2, pids
         for pid in pids:
