@@ -194,7 +194,9 @@ def test_preempted_job_requeues_and_resumes(tmp_path, synth_dir, reference, stra
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
         try:
+            deadline = time.monotonic() + 60
             while not all(_stopped(pid) for pid in pids):
+                assert time.monotonic() < deadline, "the tasks did not stop\n" + _log_tail(logs)
                 time.sleep(0.01)
             assert not (out / "checkpoints" / f"checkpoint_epoch_{EPOCHS:05d}.{ext}").exists(), (
                 "finished before the tasks were held"
